@@ -1,0 +1,68 @@
+"""Completes finished spans on the processor thread: cost, and payloads turned into text.
+
+Kept off the hot path on purpose: pricing through genai-prices costs ~150-250 µs per call and
+serialising a large prompt costs more; the caller's chain should pay neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from .diagnostics import Diagnostics
+from .model import SpanRecord
+from .pricing import Pricer
+from .serialize import jsonable_dict, to_text
+
+
+class SpanPreparer:
+    def __init__(
+        self,
+        pricer: Pricer,
+        diagnostics: Diagnostics,
+        *,
+        max_content_chars: int = 16_000,
+        capture_content: bool = True,
+    ) -> None:
+        self._pricer = pricer
+        self._diag = diagnostics
+        self._max_chars = max_content_chars
+        self._capture = capture_content
+
+    def __call__(self, spans: Sequence[SpanRecord]) -> None:
+        for span in spans:
+            try:
+                self._prepare(span)
+            except Exception as exc:  # noqa: BLE001 - store the span even if one field is odd
+                self._diag.handler_error("prepare_span", exc)
+                span.input = span.output = None
+                span.metadata = span.invocation_params = None
+                span.documents = None
+
+    def _prepare(self, span: SpanRecord) -> None:
+        span.span_id = str(span.span_id)
+        span.trace_id = str(span.trace_id)
+        if span.parent_span_id is not None:
+            span.parent_span_id = str(span.parent_span_id)
+        for decision in span.branch_decisions or ():
+            decision.span_id = str(decision.span_id)
+        if span.usage is not None and span.cost_usd is None and span.model:
+            at = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc)
+            price = self._pricer.price(span.model, span.provider, span.usage, at)
+            if price is None:
+                self._diag.unpriced_model(span.model)
+            else:
+                span.cost_usd = price.cost_usd
+                span.price_source = price.source
+        if self._capture:
+            span.input = to_text(span.input, self._max_chars)
+            span.output = to_text(span.output, self._max_chars)
+        else:
+            span.input = span.output = None
+        span.metadata = jsonable_dict(span.metadata)
+        span.invocation_params = jsonable_dict(span.invocation_params)
+        for doc in span.documents or ():
+            doc.content = to_text(doc.content, self._max_chars) if self._capture else None
+            doc.metadata = jsonable_dict(doc.metadata)
+        if span.prompt_template is not None and not self._capture:
+            span.prompt_template.template = None

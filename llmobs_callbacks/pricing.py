@@ -1,0 +1,130 @@
+"""Cost of one LLM call: user overrides first, then the bundled genai-prices data, else NULL.
+
+An unknown model or provider yields ``None`` (stored as NULL and counted as unpriced) rather
+than a guess: a price taken from another provider's model is worse than no price.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+from genai_prices import Usage, calc_price
+
+from .model import TokenUsage
+
+logger = logging.getLogger(__name__)
+
+try:
+    _GENAI_PRICES_VERSION = version("genai-prices")
+except PackageNotFoundError:  # pragma: no cover - vendored installs
+    _GENAI_PRICES_VERSION = "unknown"
+
+# LangChain's ls_provider values that genai-prices spells differently.
+_PROVIDER_ALIASES = {
+    "azure": "azure",
+    "azure_openai": "openai",
+    "google_genai": "google",
+    "google_vertexai": "google",
+    "bedrock": "aws",
+    "amazon_bedrock": "aws",
+    "mistralai": "mistral",
+    "xai": "x-ai",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPriceOverride:
+    """USD per million tokens. Cached/cache-write rates default to the input rate when unset."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+    @classmethod
+    def parse(cls, value: ModelPriceOverride | Mapping[str, float]) -> ModelPriceOverride:
+        if isinstance(value, ModelPriceOverride):
+            return value
+        unknown = set(value) - {"input", "output", "cached_input", "cache_write"}
+        if unknown:
+            raise ValueError(
+                f"unknown price keys {sorted(unknown)}; use input, output, cached_input, cache_write"
+                " (USD per million tokens)"
+            )
+        if "input" not in value or "output" not in value:
+            raise ValueError("a price override needs at least 'input' and 'output' (USD per 1M tokens)")
+        return cls(**{k: float(v) for k, v in value.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    cost_usd: float
+    source: str
+
+
+class Pricer:
+    """Prices token usage. Runs on the processor thread, never on the caller's."""
+
+    def __init__(self, overrides: Mapping[str, ModelPriceOverride | Mapping[str, float]] | None = None):
+        self._overrides = {
+            name.lower(): ModelPriceOverride.parse(value) for name, value in (overrides or {}).items()
+        }
+
+    def price(
+        self,
+        model: str | None,
+        provider: str | None,
+        usage: TokenUsage | None,
+        at: datetime | None = None,
+    ) -> Price | None:
+        """The cost of ``usage`` on ``model``, or None when it cannot be priced exactly."""
+        if not model or usage is None or (usage.input_tokens is None and usage.output_tokens is None):
+            return None
+        override = self._overrides.get(model.lower())
+        if override is not None:
+            return Price(_override_cost(override, usage), f"override:{model}")
+        return self._genai_price(model, provider, usage, at)
+
+    def _genai_price(
+        self, model: str, provider: str | None, usage: TokenUsage, at: datetime | None
+    ) -> Price | None:
+        provider_id = _PROVIDER_ALIASES.get(provider.lower(), provider.lower()) if provider else None
+        genai_usage = Usage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_read_tokens=usage.cached_input_tokens or None,
+            cache_write_tokens=usage.cache_write_tokens or None,
+        )
+        try:
+            result = calc_price(
+                genai_usage,
+                model,
+                provider_id=provider_id,
+                genai_request_timestamp=at or datetime.now(timezone.utc),
+            )
+        except LookupError:
+            return None
+        except Exception:
+            logger.warning("genai-prices failed for model %r", model, exc_info=True)
+            return None
+        source = f"genai-prices {_GENAI_PRICES_VERSION}:{result.provider.id}/{result.model.id}"
+        return Price(float(result.total_price), source)
+
+
+def _override_cost(p: ModelPriceOverride, usage: TokenUsage) -> float:
+    cached = usage.cached_input_tokens or 0
+    cache_write = usage.cache_write_tokens or 0
+    uncached = max((usage.input_tokens or 0) - cached - cache_write, 0)
+    cached_rate = p.input if p.cached_input is None else p.cached_input
+    write_rate = p.input if p.cache_write is None else p.cache_write
+    total = (
+        uncached * p.input
+        + cached * cached_rate
+        + cache_write * write_rate
+        + (usage.output_tokens or 0) * p.output
+    )
+    return total / 1_000_000

@@ -1,0 +1,281 @@
+"""The open-span map: start/end symmetry, parent links, context inheritance, eviction.
+
+Ids are kept as the framework hands them over (LangChain's ``UUID`` run ids, LlamaIndex's
+strings): hashing a UUID is cheaper than formatting it, so ``str()`` happens on the processor
+thread.
+
+Adapters call ``start``/``end`` from whatever thread the framework uses (LangChain calls sync
+handlers from executor threads during async runs), so the map is guarded by one lock. Work
+under the lock is a few dict operations; pricing and serialisation happen later, on the
+processor thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from .diagnostics import Diagnostics
+from .model import (
+    STATUS_ERROR,
+    STATUS_OK,
+    BranchDecision,
+    PromptTemplate,
+    RetrievedDocument,
+    SpanId,
+    SpanKind,
+    SpanRecord,
+    TokenUsage,
+)
+
+GRAPH_END = "__end__"
+# Exceptions that stop a run on purpose: LangGraph interrupts and parent commands, a caller
+# that stops reading a stream (GeneratorExit), a cancelled task. Not errors for error rates;
+# the reason is kept in error_type.
+CONTROL_FLOW_ERRORS = frozenset(
+    {"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp", "GeneratorExit", "CancelledError"}
+)
+_MAX_ERROR_MESSAGE = 4000
+
+
+class SpanSink(Protocol):
+    def on_end(self, span: SpanRecord) -> None: ...
+
+
+class Recorder:
+    def __init__(
+        self,
+        processor: SpanSink,
+        diagnostics: Diagnostics,
+        *,
+        open_span_ttl_s: float = 3600.0,
+        recent_ended_capacity: int = 50_000,
+    ) -> None:
+        self._processor = processor
+        self._diag = diagnostics
+        self._lock = threading.Lock()
+        self._open: dict[SpanId, SpanRecord] = {}
+        # Ended spans' trace ids (bounded, oldest first out): a child that starts after its
+        # parent ended still joins the right trace, and a second end is known as a duplicate.
+        self._recent_ended: OrderedDict[SpanId, SpanId] = OrderedDict()
+        self._recent_capacity = recent_ended_capacity
+        self._ttl_ns = int(open_span_ttl_s * 1e9)
+
+    # -- hot path ---------------------------------------------------------------------------
+
+    def start(
+        self,
+        span_id: SpanId,
+        parent_span_id: SpanId | None,
+        kind: str,
+        name: str,
+        framework: str,
+        input: Any = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        provider: str | None = None,
+        invocation_params: dict[str, Any] | None = None,
+        prompt_template: PromptTemplate | None = None,
+    ) -> SpanRecord | None:
+        """Open a span; returns None (and counts it) for a duplicate start of an open span.
+
+        Declared context comes from ``metadata`` (``prompt_name``, ``prompt_version``,
+        ``session_id``, ``user_id``); what a span does not declare it inherits from its parent.
+        """
+        if metadata:
+            get = metadata.get
+            prompt_name, prompt_version = get("prompt_name"), get("prompt_version")
+            session_id, user_id = get("session_id"), get("user_id")
+            if prompt_name is not None or prompt_version is not None or user_id is not None:
+                prompt_name, prompt_version = _text(prompt_name), _text(prompt_version)
+                user_id = _text(user_id)
+            if session_id is not None:
+                session_id = _text(session_id)
+        else:
+            prompt_name = prompt_version = session_id = user_id = None
+        start_ns = time.time_ns()
+        with self._lock:
+            if span_id in self._open:
+                duplicate = True
+            else:
+                duplicate = False
+                parent = self._open.get(parent_span_id) if parent_span_id is not None else None
+                if parent is not None:
+                    trace_id = parent.trace_id
+                    if prompt_version is None:
+                        last_prompt = parent.last_prompt
+                        if kind == SpanKind.LLM and last_prompt is not None:
+                            # A prompt feeds its next sibling LLM in a sequence.
+                            prompt_name = prompt_name or last_prompt.prompt_name
+                            prompt_version = last_prompt.prompt_version
+                        else:
+                            prompt_name = prompt_name or parent.prompt_name
+                            prompt_version = parent.prompt_version
+                    session_id = session_id or parent.session_id
+                    user_id = user_id or parent.user_id
+                    if kind == SpanKind.PROMPT and prompt_template is not None:
+                        parent.last_prompt = prompt_template
+                    elif kind == SpanKind.GRAPH_NODE:
+                        if parent.child_node_names is None:
+                            parent.child_node_names = set()
+                        parent.child_node_names.add(name)
+                elif parent_span_id is not None:
+                    # Parent unknown or already ended: join its trace if we saw it, else a
+                    # trace named after the nearest ancestor we were told of.
+                    trace_id = self._recent_ended.get(parent_span_id, parent_span_id)
+                else:
+                    trace_id = span_id
+                if prompt_template is not None and prompt_version is None:
+                    prompt_name = prompt_name or prompt_template.prompt_name
+                    prompt_version = prompt_template.prompt_version
+                span = SpanRecord(span_id, trace_id, parent_span_id, kind, name, framework, start_ns)
+                span.prompt_name = prompt_name
+                span.prompt_version = prompt_version
+                span.prompt_template = prompt_template
+                span.session_id = session_id
+                span.user_id = user_id
+                span.tags = tags
+                span.metadata = metadata
+                span.input = input
+                span.model = model
+                span.provider = provider
+                span.invocation_params = invocation_params
+                self._open[span_id] = span  # published complete: children may read it at once
+        if duplicate:
+            self._diag.event("duplicate_start")
+            return None
+        return span
+
+    def first_token(self, span_id: SpanId) -> None:
+        span = self._open.get(span_id)
+        if span is not None and span.first_token_ns is None:
+            span.first_token_ns = time.time_ns()
+
+    def get(self, span_id: SpanId | None) -> SpanRecord | None:
+        return self._open.get(span_id)
+
+    def end(
+        self,
+        span_id: SpanId,
+        output: Any = None,
+        *,
+        error: BaseException | None = None,
+        usage: TokenUsage | None = None,
+        model: str | None = None,
+        provider: str | None = None,
+        documents: list[RetrievedDocument] | None = None,
+        end_ns: int | None = None,
+    ) -> SpanRecord | None:
+        """Close a span and hand it to the processor; None for an unknown or duplicate end."""
+        with self._lock:
+            span = self._open.pop(span_id, None)
+            if span is None:
+                duplicate = span_id in self._recent_ended
+            else:
+                self._remember_ended(span)
+        if span is None:
+            if duplicate:
+                self._diag.event("duplicate_end")
+            else:
+                self._diag.handler_error("end_of_unknown_run")
+            return None
+        span.end_ns = max(end_ns or time.time_ns(), span.start_ns)
+        if output is not None:
+            span.output = output
+        if error is not None:
+            set_error(span, error)
+        if usage is not None:
+            span.usage = usage
+        if model:
+            span.model = model
+        if provider and not span.provider:
+            span.provider = provider
+        if documents is not None:
+            span.documents = documents
+        if span.branch_candidates:
+            span.branch_decisions = _confirmed_branches(span)
+        self._processor.on_end(span)
+        return span
+
+    def add_branch_candidates(
+        self,
+        node: SpanRecord | None,
+        destinations: Iterable[str],
+        condition: str | None,
+        decided_by: SpanId,
+    ) -> None:
+        """A routing result of graph node ``node`` (open or just ended); confirmed when its
+        graph run ends."""
+        if node is None or node.kind != SpanKind.GRAPH_NODE or not node.parent_span_id:
+            return
+        with self._lock:
+            graph = self._open.get(node.parent_span_id)
+            if graph is None:
+                return
+            if graph.branch_candidates is None:
+                graph.branch_candidates = []
+            seen: set[str] = set()
+            for to_node in destinations:
+                if to_node in seen:
+                    continue  # a fan-out of N Sends to one node is one routing decision
+                seen.add(to_node)
+                graph.branch_candidates.append(
+                    BranchDecision(graph.name, node.name, to_node, condition, decided_by)
+                )
+
+    # -- housekeeping (processor thread) ----------------------------------------------------
+
+    def evict_expired(self, now_ns: int | None = None) -> int:
+        """Close spans open for longer than the TTL as errors, so a service cannot leak."""
+        now_ns = now_ns or time.time_ns()
+        with self._lock:
+            expired = [s for s in self._open.values() if now_ns - s.start_ns > self._ttl_ns]
+            for span in expired:
+                del self._open[span.span_id]
+                self._remember_ended(span)
+        for span in expired:
+            span.end_ns = now_ns
+            span.status = STATUS_ERROR
+            span.error_type = "SpanNotEnded"
+            span.error_message = "the run never ended; evicted after the open-span TTL"
+            self._processor.on_end(span)
+        if expired:
+            self._diag.event("evicted_open_spans", len(expired))
+        return len(expired)
+
+    def open_span_count(self) -> int:
+        return len(self._open)
+
+    def _remember_ended(self, span: SpanRecord) -> None:
+        recent = self._recent_ended
+        recent[span.span_id] = span.trace_id
+        if len(recent) > self._recent_capacity:
+            recent.popitem(last=False)  # O(1); deleting a plain dict's first key degrades to O(n)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return str(value)
+
+
+def set_error(span: SpanRecord, error: BaseException) -> None:
+    error_type = type(error).__name__
+    span.error_type = error_type
+    try:
+        message = str(error)
+    except Exception:  # noqa: BLE001
+        message = f"<unprintable {error_type}>"
+    span.error_message = message[:_MAX_ERROR_MESSAGE]
+    span.status = STATUS_OK if error_type in CONTROL_FLOW_ERRORS else STATUS_ERROR
+
+
+def _confirmed_branches(graph: SpanRecord) -> list[BranchDecision]:
+    """Candidates whose destination is a node that ran in this graph (or the graph's end)."""
+    names = graph.child_node_names or set()
+    return [b for b in graph.branch_candidates or () if b.to_node == GRAPH_END or b.to_node in names]

@@ -1,0 +1,194 @@
+"""The SQL exporter: prepared spans in, rows out, one transaction per batch.
+
+Spans, documents and branch decisions are inserted with ``ON CONFLICT DO NOTHING`` on their
+primary keys, so replaying a batch is harmless; prompt versions are upserted so ``first_seen``
+/ ``last_seen`` stay true whichever process saw them first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..model import SpanRecord
+from .schema import ensure_schema, make_engine
+from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, SpanRow
+
+_SPANS = SpanRow.__table__
+_DOCS = RetrievedDocumentRow.__table__
+_PROMPTS = PromptVersionRow.__table__
+_BRANCHES = BranchDecisionRow.__table__
+_BRANCH_NAMESPACE = uuid.UUID("5b1e4c1e-8a59-4c43-9f0e-0d3c7f1c2a10")
+
+
+def _utc(ns: int | None) -> datetime | None:
+    return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+
+
+class SQLExporter:
+    def __init__(
+        self,
+        url_or_engine: str | Engine,
+        *,
+        service: str | None = None,
+        environment: str | None = None,
+    ) -> None:
+        self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self._service = service
+        self._environment = environment
+        ensure_schema(self.engine)
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:  # pragma: no cover - other databases get plain inserts
+            dialect_insert = None
+        self._insert = dialect_insert
+
+    def export(self, spans: Sequence[SpanRecord]) -> None:
+        span_rows = [self._span_row(s) for s in spans]
+        doc_rows = [
+            {
+                "span_id": s.span_id,
+                "rank": d.rank,
+                "trace_id": s.trace_id,
+                "document_id": d.document_id,
+                "score": d.score,
+                "content": d.content,
+                "attributes": d.metadata,
+            }
+            for s in spans
+            for d in s.documents or ()
+        ]
+        branch_rows = [
+            {
+                # Deterministic id: a replayed batch maps onto the same rows.
+                "id": str(
+                    uuid.uuid5(_BRANCH_NAMESPACE, f"{s.span_id}|{b.span_id}|{b.from_node}|{b.to_node}")
+                ),
+                "trace_id": s.trace_id,
+                "span_id": b.span_id,
+                "graph": b.graph,
+                "from_node": b.from_node,
+                "to_node": b.to_node,
+                "condition": b.condition,
+                "created_at": _utc(s.end_ns),
+            }
+            for s in spans
+            for b in s.branch_decisions or ()
+        ]
+        prompt_rows = _prompt_version_rows(spans)
+        with self.engine.begin() as conn:
+            conn.execute(self._insert_ignore(_SPANS, ["span_id"]), span_rows)
+            if doc_rows:
+                conn.execute(self._insert_ignore(_DOCS, ["span_id", "rank"]), doc_rows)
+            if branch_rows:
+                conn.execute(self._insert_ignore(_BRANCHES, ["id"]), branch_rows)
+            for row in prompt_rows:
+                conn.execute(self._upsert_prompt_version(), row)
+
+    def shutdown(self) -> None:
+        self.engine.dispose()
+
+    def _span_row(self, s: SpanRecord) -> dict[str, Any]:
+        u = s.usage
+        attributes: dict[str, Any] = {}
+        if s.metadata:
+            attributes["metadata"] = s.metadata
+        if s.invocation_params:
+            attributes["invocation_params"] = s.invocation_params
+        return {
+            "span_id": s.span_id,
+            "trace_id": s.trace_id,
+            "parent_span_id": s.parent_span_id,
+            "kind": s.kind,
+            "name": s.name[:255],
+            "framework": s.framework,
+            "status": s.status,
+            "error_type": s.error_type,
+            "error_message": s.error_message,
+            "start_time": _utc(s.start_ns),
+            "end_time": _utc(s.end_ns),
+            "latency_ms": s.latency_ms,
+            "ttft_ms": s.ttft_ms,
+            "model": s.model,
+            "provider": s.provider,
+            "prompt_name": s.prompt_name,
+            "prompt_version": s.prompt_version,
+            "input_tokens": u.input_tokens if u else None,
+            "output_tokens": u.output_tokens if u else None,
+            "cached_input_tokens": u.cached_input_tokens if u else None,
+            "cache_write_tokens": u.cache_write_tokens if u else None,
+            "reasoning_tokens": u.reasoning_tokens if u else None,
+            "total_tokens": u.total_tokens if u else None,
+            "cost_usd": s.cost_usd,
+            "price_source": s.price_source,
+            "session_id": s.session_id,
+            "user_id": s.user_id,
+            "service": self._service,
+            "environment": self._environment,
+            "tags": s.tags or None,
+            "attributes": attributes or None,
+            "input": s.input,
+            "output": s.output,
+        }
+
+    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> Any:
+        if self._insert is None:
+            return sa.insert(table)
+        return self._insert(table).on_conflict_do_nothing(index_elements=keys)
+
+    def _upsert_prompt_version(self) -> Any:
+        if self._insert is None:
+            return sa.insert(_PROMPTS)
+        stmt = self._insert(_PROMPTS)
+        excluded = stmt.excluded
+        return stmt.on_conflict_do_update(
+            index_elements=["prompt_name", "prompt_version"],
+            set_={
+                "template_hash": sa.func.coalesce(_PROMPTS.c.template_hash, excluded.template_hash),
+                "template": sa.func.coalesce(_PROMPTS.c.template, excluded.template),
+                "first_seen": sa.case(
+                    (excluded.first_seen < _PROMPTS.c.first_seen, excluded.first_seen),
+                    else_=_PROMPTS.c.first_seen,
+                ),
+                "last_seen": sa.case(
+                    (excluded.last_seen > _PROMPTS.c.last_seen, excluded.last_seen),
+                    else_=_PROMPTS.c.last_seen,
+                ),
+            },
+        )
+
+
+def _prompt_version_rows(spans: Sequence[SpanRecord]) -> list[dict[str, Any]]:
+    """One row per distinct (name, version) in the batch, sorted (stable lock order in PG)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in spans:
+        if not s.prompt_version:
+            continue
+        key = (s.prompt_name or "", s.prompt_version)
+        seen = _utc(s.start_ns)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {
+                "prompt_name": key[0],
+                "prompt_version": key[1],
+                "template_hash": None,
+                "template": None,
+                "first_seen": seen,
+                "last_seen": seen,
+            }
+        else:
+            row["first_seen"] = min(row["first_seen"], seen)
+            row["last_seen"] = max(row["last_seen"], seen)
+        t = s.prompt_template
+        if t is not None and t.prompt_version == s.prompt_version and row["template_hash"] is None:
+            row["template_hash"] = t.template_hash
+            row["template"] = t.template
+    return [rows[k] for k in sorted(rows)]

@@ -1,0 +1,155 @@
+"""The store's schema: SQLModel tables that double as its documentation.
+
+These names and columns are a public contract (users' SQL and Grafana panels read them);
+add columns, never rename. ``SCHEMA_VERSION`` counts changes; ``schema.py`` migrates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _json() -> Any:
+    # A new Column per field: SQLAlchemy Column objects cannot be shared between tables.
+    return Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+def _text() -> Any:
+    return Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class SpanRow(SQLModel, table=True):
+    """One run of a chain, LLM, retriever, tool, graph node… (``span_id`` = LangChain run_id)."""
+
+    __tablename__ = "spans"
+    __table_args__ = (
+        Index("ix_spans_trace_start", "trace_id", "start_time"),
+        Index("ix_spans_start_time", "start_time"),
+        Index("ix_spans_kind_start", "kind", "start_time"),
+        Index("ix_spans_prompt_start", "prompt_name", "prompt_version", "start_time"),
+    )
+
+    span_id: str = Field(primary_key=True, max_length=255)
+    trace_id: str = Field(max_length=255)
+    parent_span_id: str | None = Field(default=None, max_length=255)
+    kind: str = Field(max_length=32)
+    name: str = Field(max_length=255)
+    framework: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    error_type: str | None = Field(default=None, max_length=255)
+    error_message: str | None = _text()
+    start_time: datetime
+    end_time: datetime | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    model: str | None = Field(default=None, max_length=255)
+    provider: str | None = Field(default=None, max_length=64)
+    prompt_name: str | None = Field(default=None, max_length=255)
+    prompt_version: str | None = Field(default=None, max_length=255)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+    cost_usd: float | None = None
+    price_source: str | None = Field(default=None, max_length=255)
+    session_id: str | None = Field(default=None, max_length=255, index=True)
+    user_id: str | None = Field(default=None, max_length=255)
+    service: str | None = Field(default=None, max_length=255)
+    environment: str | None = Field(default=None, max_length=64)
+    tags: list[str] | None = _json()
+    attributes: dict[str, Any] | None = _json()
+    input: str | None = _text()
+    output: str | None = _text()
+
+
+class RetrievedDocumentRow(SQLModel, table=True):
+    """One document a retriever returned, in rank order (0 = first)."""
+
+    __tablename__ = "retrieved_documents"
+
+    span_id: str = Field(primary_key=True, max_length=255)
+    rank: int = Field(primary_key=True)
+    trace_id: str = Field(max_length=255, index=True)
+    document_id: str | None = Field(default=None, max_length=255)
+    score: float | None = None
+    content: str | None = _text()
+    attributes: dict[str, Any] | None = _json()
+
+
+class ScoreRow(SQLModel, table=True):
+    """A quality score: LLM-as-judge, user feedback or a rule."""
+
+    __tablename__ = "scores"
+
+    id: str = Field(primary_key=True, max_length=64)
+    trace_id: str = Field(max_length=255, index=True)
+    span_id: str | None = Field(default=None, max_length=255)
+    name: str = Field(max_length=128)
+    value: float | None = None
+    label: str | None = Field(default=None, max_length=255)
+    source: str = Field(max_length=32)
+    comment: str | None = _text()
+    judge_model: str | None = Field(default=None, max_length=255)
+    cost_usd: float | None = None
+    created_at: datetime = Field(default_factory=_utcnow, index=True)
+
+
+class PromptVersionRow(SQLModel, table=True):
+    """Every distinct (prompt_name, prompt_version) seen, with its template text."""
+
+    __tablename__ = "prompt_versions"
+
+    prompt_name: str = Field(primary_key=True, max_length=255)
+    prompt_version: str = Field(primary_key=True, max_length=255)
+    template_hash: str | None = Field(default=None, max_length=64)
+    template: str | None = _text()
+    first_seen: datetime
+    last_seen: datetime
+
+
+class BranchDecisionRow(SQLModel, table=True):
+    """One routing decision in a LangGraph graph: from a node to the node it chose."""
+
+    __tablename__ = "branch_decisions"
+    __table_args__ = (Index("ix_branch_decisions_graph_created", "graph", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    trace_id: str = Field(max_length=255, index=True)
+    span_id: str = Field(max_length=255)
+    graph: str = Field(max_length=255)
+    from_node: str = Field(max_length=255)
+    to_node: str = Field(max_length=255)
+    condition: str | None = Field(default=None, max_length=255)
+    created_at: datetime
+
+
+class SchemaVersionRow(SQLModel, table=True):
+    """One row: the schema version this database is at."""
+
+    __tablename__ = "llmobs_schema"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    updated_at: datetime = Field(default_factory=_utcnow)
+
+
+TABLES = [
+    SpanRow.__table__,
+    RetrievedDocumentRow.__table__,
+    ScoreRow.__table__,
+    PromptVersionRow.__table__,
+    BranchDecisionRow.__table__,
+    SchemaVersionRow.__table__,
+]
