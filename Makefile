@@ -19,8 +19,8 @@ test: $(STAMP) lint  ## every suite (PostgreSQL tests skip with a reason when it
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check llmobs_callbacks tests benchmarks
+	$(VENV)/bin/ruff format --check llmobs_callbacks tests benchmarks
 
 bench: $(STAMP)  ## hot-path overhead and ingest throughput (see benchmarks/README.md)
 	$(PY) benchmarks/overhead.py
