@@ -171,7 +171,7 @@ def test_context_tags_metadata_and_invocation_params(obs: LLMObs) -> None:
     assert rows and all(r["session_id"] == "s-1" and r["user_id"] == "u-1" for r in rows)
     llm = next(r for r in rows if r["kind"] == "llm")
     assert "beta" in llm["tags"]
-    assert llm["attributes"]["metadata"]["team"] == "support"
+    assert llm["attributes"]["team"] == "support" and llm["attributes"]["session_id"] == "s-1"
     assert llm["attributes"]["invocation_params"]["_type"] == "generic-fake-chat-model"
     root = next(r for r in rows if r["parent_span_id"] is None)
     assert root["tags"] == ["beta"]

@@ -98,9 +98,9 @@ class SQLExporter:
 
     def _span_row(self, s: SpanRecord) -> dict[str, Any]:
         u = s.usage
-        attributes: dict[str, Any] = {}
-        if s.metadata:
-            attributes["metadata"] = s.metadata
+        # Metadata keys at the top level (``attributes->>'team'`` in SQL), the model's
+        # invocation parameters under one key so they cannot collide with them.
+        attributes: dict[str, Any] = dict(s.metadata) if s.metadata else {}
         if s.invocation_params:
             attributes["invocation_params"] = s.invocation_params
         return {
