@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..model import SpanRecord
+from .bulk import BulkInserter
 from .schema import ensure_schema, make_engine
 from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, SpanRow
 
@@ -50,6 +51,9 @@ class SQLExporter:
         else:  # pragma: no cover - other databases get plain inserts
             dialect_insert = None
         self._insert = dialect_insert
+        self._spans = BulkInserter(self.engine, _SPANS, ["span_id"])
+        self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
+        self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])
 
     def export(self, spans: Sequence[SpanRecord]) -> None:
         span_rows = [self._span_row(s) for s in spans]
@@ -85,11 +89,9 @@ class SQLExporter:
         ]
         prompt_rows = _prompt_version_rows(spans)
         with self.engine.begin() as conn:
-            conn.execute(self._insert_ignore(_SPANS, ["span_id"]), span_rows)
-            if doc_rows:
-                conn.execute(self._insert_ignore(_DOCS, ["span_id", "rank"]), doc_rows)
-            if branch_rows:
-                conn.execute(self._insert_ignore(_BRANCHES, ["id"]), branch_rows)
+            self._spans.insert(conn, span_rows)
+            self._docs.insert(conn, doc_rows)
+            self._branches.insert(conn, branch_rows)
             for row in prompt_rows:
                 conn.execute(self._upsert_prompt_version(), row)
 
@@ -138,11 +140,6 @@ class SQLExporter:
             "input": s.input,
             "output": s.output,
         }
-
-    def _insert_ignore(self, table: sa.Table, keys: list[str]) -> Any:
-        if self._insert is None:
-            return sa.insert(table)
-        return self._insert(table).on_conflict_do_nothing(index_elements=keys)
 
     def _upsert_prompt_version(self) -> Any:
         if self._insert is None:
