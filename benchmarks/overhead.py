@@ -10,6 +10,10 @@
 * The hot path alone: ``on_chain_start`` + ``on_chain_end`` called directly (no LangChain
   dispatch), µs per span.
 * Ingest: spans/s from the processor queue into SQLite (chain spans, and priced LLM spans).
+* LlamaIndex (when installed): µs per ``VectorStoreIndex`` query (the demo's query engine on
+  LlamaIndex's ``MockLLM``/``MockEmbedding``) with no handler on the root dispatcher, with no-op
+  span and event handlers, and with ``obs.instrument_llama_index()``: what we add per query
+  over no handler, over the no-op baseline, and per span.
 """
 
 from __future__ import annotations
@@ -193,6 +197,69 @@ def bench_ingest(url: str, n: int, llm: bool) -> float:
     return n / elapsed
 
 
+def bench_llama_index(obs: LLMObs, rounds: int, n: int) -> tuple[dict, dict, int] | None:
+    """(wall, caller CPU) µs per query per variant and round, and spans per query; None
+    without llama-index-core."""
+    try:
+        from llama_index.core.instrumentation import get_dispatcher
+        from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+        from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+
+        from llmobs_callbacks.demo import llama_index_drafter
+    except ImportError:
+        return None
+    query = llama_index_drafter()
+    if query is None:
+        return None
+
+    class NoopSpans(BaseSpanHandler[Any]):
+        calls: int = 0
+
+        def span_enter(self, *a: Any, **k: Any) -> None:
+            self.calls += 1
+
+        def span_exit(self, *a: Any, **k: Any) -> None: ...
+        def span_drop(self, *a: Any, **k: Any) -> None: ...
+        def new_span(self, *a: Any, **k: Any) -> None: ...
+        def prepare_to_exit_span(self, *a: Any, **k: Any) -> None: ...
+        def prepare_to_drop_span(self, *a: Any, **k: Any) -> None: ...
+
+    class NoopEvents(BaseEventHandler):
+        def handle(self, event: Any, **kwargs: Any) -> None: ...
+
+    root = get_dispatcher()
+    baseline = (list(root.span_handlers), list(root.event_handlers))
+    noop_spans, noop_events = NoopSpans(), NoopEvents()
+    question = "I was charged twice, can a manager help?"
+    wall: dict[str, list[float]] = {"none": [], "noop": [], "llmobs": []}
+    cpu: dict[str, list[float]] = {"none": [], "noop": [], "llmobs": []}
+    try:
+        for _ in range(rounds):
+            order = list(wall)
+            random.shuffle(order)
+            for name in order:
+                handle = None
+                if name == "noop":
+                    root.add_span_handler(noop_spans)
+                    root.add_event_handler(noop_events)
+                elif name == "llmobs":
+                    handle = obs.instrument_llama_index()
+                gc.collect()
+                t0, c0 = time.perf_counter(), time.thread_time()
+                for _ in range(n):
+                    query(question)
+                wall[name].append((time.perf_counter() - t0) / n * 1e6)
+                cpu[name].append((time.thread_time() - c0) / n * 1e6)
+                if handle is not None:
+                    handle.close()
+                root.span_handlers, root.event_handlers = list(baseline[0]), list(baseline[1])
+                obs.flush(60)
+    finally:
+        root.span_handlers, root.event_handlers = baseline
+    spans_per_query = round(noop_spans.calls / (rounds * n))
+    return wall, cpu, spans_per_query
+
+
 def _fmt(values: list[float]) -> str:
     return f"{statistics.median(values):8.1f}"
 
@@ -240,6 +307,23 @@ def main() -> None:
         res = bench_ainvoke(chain, runs, configs, args.rounds, args.n, args.async_width)
         row(f"{runs}-run", f"async ×{args.async_width}", "wall", res, runs)
     obs.flush(60)
+    li = bench_llama_index(obs, args.rounds, max(args.n // 4, 10))
+    if li is not None:
+        li_wall, li_cpu, spans = li
+        print(f"\nLlamaIndex VectorStoreIndex query ({spans} spans), µs per query:\n")
+        print(
+            "| measure | no handler | no-op handlers | llmobs "
+            "| added over no handler | added over no-op | per span |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for measure, res in (("caller CPU", li_cpu), ("wall", li_wall)):
+            over_none = _median([a - b for a, b in zip(res["llmobs"], res["none"], strict=True)])
+            over_noop = _median([a - b for a, b in zip(res["llmobs"], res["noop"], strict=True)])
+            print(
+                f"| {measure} | {_median(res['none']):.1f} | {_median(res['noop']):.1f} "
+                f"| {_median(res['llmobs']):.1f} | {over_none:.1f} | {over_noop:.1f} "
+                f"| {over_noop / spans:.2f} |"
+            )
     stats = obs.stats()
     obs.shutdown()
     print(f"\nhot path alone (handler start+end called directly): {bench_hot_path():.2f} µs per span")

@@ -8,8 +8,12 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .sinks.schema import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, make_engine, resolve_database_url
+
+if TYPE_CHECKING:
+    from .dashboards import Thresholds
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +71,147 @@ def _demo(args: argparse.Namespace) -> int:
     return _report(args)
 
 
+def _add_thresholds(parser: argparse.ArgumentParser) -> None:
+    from .dashboards import Thresholds
+
+    d = Thresholds()
+    g = parser.add_argument_group("thresholds")
+    g.add_argument("--p99-latency", type=float, default=d.p99_latency_s, help="seconds (default %(default)s)")
+    g.add_argument("--error-rate", type=float, default=d.error_rate, help="fraction (default %(default)s)")
+    g.add_argument(
+        "--hourly-cost-budget", type=float, default=d.hourly_cost_budget_usd, help="USD (default %(default)s)"
+    )
+    g.add_argument(
+        "--cost-spike-factor",
+        type=float,
+        default=d.cost_spike_factor,
+        help="hourly cost vs. its 24 h average (default %(default)s)",
+    )
+    g.add_argument(
+        "--token-increase",
+        type=float,
+        default=d.token_increase,
+        help="tokens per request over the 24 h baseline, 0.5 = +50%% (default %(default)s)",
+    )
+    g.add_argument(
+        "--branch-shift",
+        type=float,
+        default=d.branch_shift,
+        help="change of a branch's share, 0.2 = 20 points (default %(default)s)",
+    )
+    g.add_argument(
+        "--branch-min-decisions",
+        type=int,
+        default=d.branch_min_decisions,
+        help="decisions per hour before a shift counts (default %(default)s)",
+    )
+    g.add_argument(
+        "--tool-failure-rate", type=float, default=d.tool_failure_rate, help="fraction (default %(default)s)"
+    )
+    g.add_argument(
+        "--hallucination-rate",
+        type=float,
+        default=d.hallucination_rate,
+        help="fraction (default %(default)s)",
+    )
+    g.add_argument(
+        "--min-faithfulness", type=float, default=d.min_faithfulness, help="1-5 scale (default %(default)s)"
+    )
+    g.add_argument(
+        "--for", dest="pending", default=d.pending, help="alert pending duration (default %(default)s)"
+    )
+    g.add_argument(
+        "--selector",
+        default=d.selector,
+        help="extra label matchers for every metric, e.g. 'job=\"support-bot\"'",
+    )
+
+
+def _thresholds(args: argparse.Namespace) -> Thresholds:
+    from .dashboards import Thresholds
+
+    return Thresholds(
+        p99_latency_s=args.p99_latency,
+        error_rate=args.error_rate,
+        hourly_cost_budget_usd=args.hourly_cost_budget,
+        cost_spike_factor=args.cost_spike_factor,
+        token_increase=args.token_increase,
+        branch_shift=args.branch_shift,
+        branch_min_decisions=args.branch_min_decisions,
+        tool_failure_rate=args.tool_failure_rate,
+        hallucination_rate=args.hallucination_rate,
+        min_faithfulness=args.min_faithfulness,
+        pending=args.pending,
+        selector=args.selector,
+    )
+
+
+def _write(text: str, output: str, what: str) -> None:
+    if output == "-":
+        sys.stdout.write(text)
+        return
+    with open(output, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {what} to {output}", file=sys.stderr)
+
+
+def _export_grafana(args: argparse.Namespace) -> int:
+    from .dashboards import dashboard_json
+
+    _write(dashboard_json(_thresholds(args), title=args.title), args.output, "the Grafana dashboard")
+    return 0
+
+
+def _export_alerts(args: argparse.Namespace) -> int:
+    from .dashboards import alerts_yaml
+
+    _write(alerts_yaml(_thresholds(args)), args.output, "the Prometheus alerting rules")
+    return 0
+
+
+def _serve_metrics(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from prometheus_client import CollectorRegistry
+
+    from .sinks.prometheus import MetricsServer
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    registry = CollectorRegistry()
+    feed = None
+    if args.multiprocess_dir:
+        from prometheus_client import multiprocess
+
+        multiprocess.MultiProcessCollector(registry, path=args.multiprocess_dir)
+        source = f"the prometheus-client multiprocess files in {args.multiprocess_dir}"
+    else:
+        from .analysis.report import parse_since
+        from .sinks.prometheus import PrometheusExporter
+        from .sinks.store_metrics import StoreMetricsFeed
+
+        url = resolve_database_url(args.database_url)
+        engine = make_engine(url)
+        exporter = PrometheusExporter(registry, label_limit=args.label_limit)
+        feed = StoreMetricsFeed(engine, exporter, since=parse_since(args.since), overlap_s=args.overlap)
+        feed.poll()
+        source = f"spans stored in {engine.url.render_as_string(hide_password=True)}"
+    server = MetricsServer(registry, port=args.port, addr=args.addr)
+    print(f"serving {server.url} from {source}", flush=True)
+    try:
+        while not stop.wait(args.interval):
+            if feed is not None:
+                try:
+                    feed.poll()
+                except Exception as exc:  # noqa: BLE001 - a store hiccup must not stop the endpoint
+                    print(f"llmobs serve-metrics: polling the store failed: {exc}", file=sys.stderr)
+    finally:
+        server.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmobs", description="In-process LLM observability.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +227,62 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--by", choices=["prompt_version", "model", "root"], default="prompt_version")
     report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     report.set_defaults(func=_report)
+
+    grafana = sub.add_parser(
+        "export-grafana",
+        help="write a Grafana dashboard (JSON) for the Prometheus metrics",
+        description="Write a Grafana dashboard over the llmobs_* Prometheus metrics (import it in "
+        "Grafana: Dashboards > New > Import; pick your Prometheus data source). The dashboard reads "
+        "Prometheus, not the store: --database-url is accepted for uniformity and not used.",
+    )
+    _add_db(grafana)
+    grafana.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    grafana.add_argument("--title", default="LLM observability (llmobs)", help="dashboard title")
+    _add_thresholds(grafana)
+    grafana.set_defaults(func=_export_grafana)
+
+    alerts = sub.add_parser(
+        "export-alerts",
+        help="write Prometheus alerting rules (YAML) for the metrics",
+        description="Write Prometheus alerting rules (p99 latency, error rate, cost budget and spikes, "
+        "tokens per request, branch mix, tool failures, hallucination rate, faithfulness, dropped "
+        "spans). Check them with `promtool check rules FILE`. The rules read Prometheus, not the "
+        "store: --database-url is accepted for uniformity and not used.",
+    )
+    _add_db(alerts)
+    alerts.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    _add_thresholds(alerts)
+    alerts.set_defaults(func=_export_alerts)
+
+    serve = sub.add_parser(
+        "serve-metrics",
+        help="serve Prometheus metrics computed from the spans in the store",
+        description="Serve /metrics for apps that cannot: the llmobs_* metrics of the spans stored in "
+        "--database-url from now on (or --since), polled every --interval seconds; or, with "
+        "--multiprocess-dir, the aggregated files of prometheus-client's multiprocess mode "
+        "(PROMETHEUS_MULTIPROC_DIR of your workers). Do not also export the same app's metrics "
+        "in-process, or every call is counted twice.",
+    )
+    _add_db(serve)
+    serve.add_argument("--port", type=int, default=9464, help="port (default %(default)s; 0 = any free port)")
+    serve.add_argument("--addr", default="127.0.0.1", help="address to bind (default %(default)s)")
+    serve.add_argument("--interval", type=float, default=5.0, help="seconds between store polls (default 5)")
+    serve.add_argument(
+        "--since", default=None, help="also count spans stored since: 24h, 7d or an ISO time (default: now)"
+    )
+    serve.add_argument(
+        "--overlap",
+        type=float,
+        default=600.0,
+        help="seconds a span may take from its start to being stored and still be counted (default 600)",
+    )
+    serve.add_argument("--label-limit", type=int, default=100, help="distinct values per label (default 100)")
+    serve.add_argument(
+        "--multiprocess-dir",
+        default=None,
+        help="serve prometheus-client multiprocess files from this directory",
+    )
+    serve.set_defaults(func=_serve_metrics)
     return parser
 
 

@@ -3,11 +3,17 @@
 Retrieval-augmented answers with two prompt versions (v2 asks for longer answers and costs
 more), a tool call, a LangGraph router that escalates some questions to human review, and an
 occasional failing tool — enough to make the report and the analysis notebooks meaningful.
+
+When llama-index-core is installed, the human-review step also drafts a reply for the agent
+with a small LlamaIndex app (a ``VectorStoreIndex`` of past tickets and a query engine, on
+LlamaIndex's ``MockLLM``/``MockEmbedding`` reporting gpt-4o-mini usage): its spans join the
+request's trace, so the report's shape and totals stay per request.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -124,10 +130,83 @@ class RouterState(TypedDict, total=False):
     version: str
     order_id: str
     answer: str
+    draft: str
 
 
-def build_app(retriever: BaseRetriever, llms: dict[str, DemoChatModel]) -> Any:
-    """The support bot: a LangGraph router in front of a RAG chain, an order tool and humans."""
+PAST_TICKETS = [
+    ("t-101", "Customer was charged twice; we refunded the duplicate charge within 2 days."),
+    ("t-102", "Customer asked for a manager about a late delivery; we offered express reshipping."),
+    ("t-103", "Customer disputed a subscription charge after cancelling; we refunded the last month."),
+    ("t-104", "Customer could not reset the password; we unlocked the account manually."),
+]
+
+
+def llama_index_drafter(seed: int = 7) -> Callable[[str], str] | None:
+    """A LlamaIndex query engine drafting a reply from past tickets, or None without llama-index.
+
+    Shipped mocks only: ``MockLLM`` and ``MockEmbedding`` subclasses, so it never needs a
+    network; the LLM reports OpenAI-shaped usage for gpt-4o-mini, so calls are priced.
+    """
+    try:
+        from llama_index.core import Document as LIDocument
+        from llama_index.core import VectorStoreIndex
+        from llama_index.core.base.llms.types import CompletionResponse, LLMMetadata
+        from llama_index.core.embeddings import MockEmbedding
+        from llama_index.core.llms import MockLLM
+        from llama_index.core.llms.callbacks import llm_completion_callback
+    except ImportError:
+        return None
+
+    rng = random.Random(seed)
+
+    class DemoDraftLLM(MockLLM):
+        @property
+        def metadata(self) -> LLMMetadata:
+            return LLMMetadata(model_name="gpt-4o-mini")
+
+        @llm_completion_callback()
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+            words = rng.randint(25, 45)
+            text = "Draft: apologise, confirm the charge and offer a refund. " + "details " * words
+            usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": words + 12}
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            return CompletionResponse(
+                text=text.strip(), raw={"model": "gpt-4o-mini-2024-07-18", "usage": usage}
+            )
+
+    class WordEmbedding(MockEmbedding):
+        def _vector(self, text: str) -> list[float]:
+            vector = [0.0] * self.embed_dim
+            for word in text.lower().split():
+                vector[sum(map(ord, word)) % self.embed_dim] += 1.0
+            return vector
+
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._vector(text)
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._vector(query)
+
+    docs = [LIDocument(text=text, id_=key, metadata={"ticket": key}) for key, text in PAST_TICKETS]
+    index = VectorStoreIndex.from_documents(docs, embed_model=WordEmbedding(embed_dim=32))
+    engine = index.as_query_engine(llm=DemoDraftLLM(), similarity_top_k=2)
+
+    def draft(question: str) -> str:
+        return str(engine.query(question))
+
+    return draft
+
+
+def build_app(
+    retriever: BaseRetriever,
+    llms: dict[str, DemoChatModel],
+    drafter: Callable[[str], str] | None = None,
+) -> Any:
+    """The support bot: a LangGraph router in front of a RAG chain, an order tool and humans
+    (who get a reply drafted by ``drafter``, the LlamaIndex app, when there is one)."""
     from langgraph.graph import END, START, StateGraph
 
     context = retriever | RunnableLambda(lambda docs: "\n".join(d.page_content for d in docs))
@@ -158,7 +237,10 @@ def build_app(retriever: BaseRetriever, llms: dict[str, DemoChatModel]) -> Any:
         return {"answer": rag[state["version"]].invoke(f"{state['question']} ({status})")}
 
     def human_review(state: RouterState) -> RouterState:
-        return {"answer": "A human agent will contact you shortly."}
+        update: RouterState = {"answer": "A human agent will contact you shortly."}
+        if drafter is not None:
+            update["draft"] = drafter(state["question"])
+        return update
 
     graph = StateGraph(RouterState)
     graph.add_node("classify", classify)
@@ -178,8 +260,19 @@ def run_demo(obs: LLMObs, traces: int = 40, seed: int = 7) -> int:
     store = InMemoryVectorStore(DeterministicFakeEmbedding(size=64))
     store.add_documents([Document(id=k, page_content=t, metadata={"topic": k}) for k, t in KNOWLEDGE])
     llms = {v: DemoChatModel(messages=_answers(random.Random(seed + i), v)) for i, v in enumerate(PROMPTS)}
-    app = build_app(ScoredRetriever(store=store, k=2), llms)
+    drafter = llama_index_drafter(seed)
+    app = build_app(ScoredRetriever(store=store, k=2), llms, drafter)
     handler = obs.langchain_handler()
+    # LlamaIndex spans inside a recorded LangChain run join its trace (see integrations/llama_index.py)
+    llama_index = obs.instrument_llama_index() if drafter is not None else None
+    try:
+        return _run_requests(app, handler, traces, rng)
+    finally:
+        if llama_index is not None:
+            llama_index.close()
+
+
+def _run_requests(app: Any, handler: Any, traces: int, rng: random.Random) -> int:
     failures = 0
     for i in range(traces):
         version = "v1" if i < traces // 2 else "v2"

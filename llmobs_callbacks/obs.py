@@ -5,19 +5,42 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal
+
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from .diagnostics import Diagnostics
 from .enrich import SpanPreparer
 from .pricing import ModelPriceOverride, Pricer
 from .processor import BatchSpanProcessor, SpanExporter, SynchronousSpanProcessor, register_atexit_shutdown
 from .recorder import Recorder
+from .sinks.prometheus import MetricsServer, PrometheusExporter
 from .sinks.schema import resolve_database_url
 from .sinks.sql import SQLExporter
 
 if TYPE_CHECKING:
     from .integrations.langchain import LangChainCallbackHandler
+    from .integrations.llama_index import LlamaIndexInstrumentation
+    from .integrations.llama_index_legacy import LlamaIndexCallbackHandler
+
+# Context declared with ``LLMObs.context(...)``: (metadata, tags), read by the LlamaIndex
+# adapters for every span started inside the block (asyncio tasks inherit it).
+_DECLARED_CONTEXT: ContextVar[tuple[dict[str, Any], list[str]] | None] = ContextVar(
+    "llmobs_declared_context", default=None
+)
+
+
+def current_context() -> tuple[dict[str, Any], list[str]] | None:
+    """The context declared by the innermost ``LLMObs.context`` block, or None."""
+    return _DECLARED_CONTEXT.get()
+
+
+def restore_context(metadata: dict[str, Any], tags: list[str]) -> None:
+    """Re-declare a captured context in the current one (a workflow's step task)."""
+    _DECLARED_CONTEXT.set((metadata, tags))
 
 
 def _langchain_module() -> Any:
@@ -28,6 +51,19 @@ def _langchain_module() -> Any:
             "the LangChain integration needs langchain-core: pip install 'llmobs-callbacks[langchain]'"
         ) from exc
     return langchain
+
+
+def _llama_index_module(legacy: bool = False) -> Any:
+    try:
+        if legacy:
+            from .integrations import llama_index_legacy as module
+        else:
+            from .integrations import llama_index as module
+    except ImportError as exc:
+        raise ImportError(
+            "the LlamaIndex integration needs llama-index-core: pip install 'llmobs-callbacks[llama-index]'"
+        ) from exc
+    return module
 
 
 class LangChainInstrumentation:
@@ -62,6 +98,8 @@ class LLMObs:
         flush_interval_s: float = 0.5,
         open_span_ttl_s: float = 3600.0,
         exporters: list[SpanExporter] | None = None,
+        prometheus_registry: CollectorRegistry | Literal[False] | None = REGISTRY,
+        prometheus_label_limit: int | Mapping[str, int] = 100,
     ) -> None:
         """
         Args:
@@ -79,6 +117,12 @@ class LLMObs:
                 and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking.
             open_span_ttl_s: runs still open after this long are closed as errors and stored.
             exporters: further exporters that receive every prepared batch.
+            prometheus_registry: where the ``llmobs_*`` Prometheus metrics go (default:
+                prometheus-client's global registry); ``None`` or ``False`` turns them off.
+                Metrics are updated on the processor thread, never on the caller's.
+            prometheus_label_limit: distinct values kept per label (or ``{label: cap, "*":
+                default}``); further values become ``__other__``. The first LLMObs of a
+                registry decides.
         """
         self.database_url = resolve_database_url(database_url)
         self.service = service or os.environ.get("LLMOBS_SERVICE")
@@ -91,7 +135,17 @@ class LLMObs:
             max_content_chars=max_content_chars,
             capture_content=capture_content,
         )
+        self.metrics: PrometheusExporter | None = None
+        if prometheus_registry is not None and prometheus_registry is not False:
+            self.metrics = PrometheusExporter(
+                None if prometheus_registry is True else prometheus_registry,
+                label_limit=prometheus_label_limit,
+                diagnostics=self.diagnostics,
+            )
+        self._metrics_servers: list[MetricsServer] = []
         all_exporters: list[SpanExporter] = [self.sql, *(exporters or [])]
+        if self.metrics is not None:
+            all_exporters.append(self.metrics)
         if synchronous:
             self.processor: BatchSpanProcessor | SynchronousSpanProcessor = SynchronousSpanProcessor(
                 preparer, all_exporters, self.diagnostics
@@ -108,6 +162,8 @@ class LLMObs:
         self.recorder = Recorder(self.processor, self.diagnostics, open_span_ttl_s=open_span_ttl_s)
         self.processor.add_housekeeping(self.recorder.evict_expired, interval_s=min(60.0, open_span_ttl_s))
         self._handler: LangChainCallbackHandler | None = None
+        self._llama_index: LlamaIndexInstrumentation | None = None
+        self._llama_index_handler: LlamaIndexCallbackHandler | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._cancel_atexit = register_atexit_shutdown(self._atexit)
@@ -130,6 +186,78 @@ class LLMObs:
         _langchain_module().global_handler().bind(self.recorder, self.diagnostics)
         return LangChainInstrumentation(self)
 
+    # -- LlamaIndex -------------------------------------------------------------------------
+
+    def instrument_llama_index(self) -> LlamaIndexInstrumentation:
+        """Record every LlamaIndex query, chat, retrieval, agent and workflow run in the process.
+
+        Attaches a span and an event handler to LlamaIndex's root instrumentation dispatcher;
+        the handle's ``close()`` detaches them. Calling it again returns the same attached
+        handle (handlers are never added twice).
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this LLMObs was shut down")
+            handle = self._llama_index
+            if handle is None or not handle.attached:
+                handle = _llama_index_module().LlamaIndexInstrumentation(self.recorder, self.diagnostics)
+                self._llama_index = handle
+            handle.attach()
+            return handle
+
+    def llama_index_callback_handler(self) -> LlamaIndexCallbackHandler:
+        """A legacy ``llama_index.core.callbacks`` handler, for apps still on ``CallbackManager``:
+        ``Settings.callback_manager = CallbackManager([obs.llama_index_callback_handler()])``
+        (set it before creating indexes and engines). Use either this or
+        ``instrument_llama_index()``, not both: each records its own copy of every run."""
+        with self._lock:
+            if self._llama_index_handler is None:
+                handler_cls = _llama_index_module(legacy=True).LlamaIndexCallbackHandler
+                self._llama_index_handler = handler_cls(self.recorder, self.diagnostics)
+            return self._llama_index_handler
+
+    @staticmethod
+    @contextmanager
+    def context(
+        *,
+        prompt_name: str | None = None,
+        prompt_version: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        **metadata: Any,
+    ) -> Iterator[None]:
+        """Declare context for the LlamaIndex runs inside the block (nested blocks add to it).
+
+        >>> with obs.context(prompt_version="v2", session_id="s-1", user_id="u-1", tags=["beta"]):
+        ...     query_engine.query("How long do refunds take?")  # doctest: +SKIP
+
+        Extra keyword arguments are stored as span attributes. LangChain runs take theirs from
+        ``config["metadata"]`` instead.
+        """
+        declared = {
+            k: v
+            for k, v in (
+                ("prompt_name", prompt_name),
+                ("prompt_version", prompt_version),
+                ("session_id", session_id),
+                ("user_id", user_id),
+            )
+            if v is not None
+        }
+        declared.update(metadata)
+        outer = _DECLARED_CONTEXT.get()
+        if outer is not None:
+            declared = {**outer[0], **declared}
+            all_tags = [*outer[1], *(str(t) for t in tags or ())]
+        else:
+            all_tags = [str(t) for t in tags or ()]
+        token = _DECLARED_CONTEXT.set((declared, all_tags))
+        try:
+            yield
+        finally:
+            _DECLARED_CONTEXT.reset(token)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -147,10 +275,30 @@ class LLMObs:
             LangChainInstrumentation(self).close()
         if self._handler is not None:
             self._handler.bind(None)
-        return self.processor.shutdown(timeout)
+        if self._llama_index is not None:
+            self._llama_index.close()
+        if self._llama_index_handler is not None:
+            self._llama_index_handler.bind(None)
+        flushed = self.processor.shutdown(timeout)
+        for server in self._metrics_servers:
+            server.close()
+        return flushed
 
     def _atexit(self) -> None:
         self.shutdown(timeout=5.0)
+
+    def serve_metrics(self, port: int = 9464, addr: str = "127.0.0.1") -> MetricsServer:
+        """Serve the Prometheus metrics on ``http://addr:port/metrics`` from a daemon thread,
+        for apps without a ``/metrics`` endpoint; ``port=0`` picks a free port (``.port``).
+        Stopped by ``shutdown()`` (or the returned server's ``close()``)."""
+        if self.metrics is None:
+            raise RuntimeError("Prometheus metrics are off for this LLMObs (prometheus_registry=None)")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this LLMObs was shut down")
+            server = MetricsServer(self.metrics.registry, port=port, addr=addr)
+            self._metrics_servers.append(server)
+        return server
 
     def stats(self) -> dict[str, Any]:
         """What was dropped, failed or left unpriced, and what is pending."""

@@ -52,7 +52,7 @@ class Recorder:
         diagnostics: Diagnostics,
         *,
         open_span_ttl_s: float = 3600.0,
-        recent_ended_capacity: int = 50_000,
+        recent_ended_capacity: int = 20_000,
     ) -> None:
         self._processor = processor
         self._diag = diagnostics

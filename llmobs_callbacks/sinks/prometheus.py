@@ -1,0 +1,458 @@
+"""Prometheus metrics from finished spans: an exporter on the processor thread.
+
+``PrometheusExporter`` receives every prepared batch (cost already set) and updates the
+metrics of the table in DESIGN.md. Nothing here runs on the caller's thread: the hot path only
+appends spans to the processor's queue, and the ``Diagnostics`` counters it bumps are copied
+into ``llmobs_spans_dropped_total`` / ``llmobs_handler_errors_total`` at scrape time (and after
+every batch, for prometheus-client's multiprocess mode, where scrapes read files instead).
+
+One metric set exists per registry (registering a name twice raises in prometheus-client), so
+any number of ``LLMObs`` instances can feed one registry; the first exporter of a registry
+decides its label limits.
+
+Conventions (documented in the README):
+
+- Missing label values are ``none`` (no model, no prompt version, …); values beyond a label's
+  cap are ``__other__``; model names are normalised (see ``labels.normalize_model_name``).
+- ``llmobs_llm_tokens_total{type}``: ``input`` includes ``cached_input`` and ``output``
+  includes ``reasoning`` (as LangChain counts), so total tokens are ``type=~"input|output"``.
+- ``llmobs_retrieved_documents`` has a ``le="0"`` bucket: the retrieval empty rate is
+  ``rate(..._bucket{le="0"}) / rate(..._count)``.
+- Exemplars ``{trace_id}`` on LLM and trace durations, cost and quality scores; they appear in
+  the OpenMetrics exposition only (Prometheus asks for it by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import values as _prom_values
+
+from ..diagnostics import Diagnostics
+from ..labels import DEFAULT_LABEL_LIMIT, LabelLimiter, normalize_model_name
+from ..model import STATUS_ERROR, SpanKind, SpanRecord
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "llmobs_"
+
+# OpenTelemetry GenAI semantic conventions, ExplicitBucketBoundaries.
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+# Documents per retrieval: the le="0" bucket counts empty retrievals.
+DOCUMENT_BUCKETS = (0, 1, 2, 3, 4, 5, 10, 20, 50, 100)
+# Quality scores: 0..1 (relevance, hallucination as 0/1) and 1..5 rubrics (faithfulness).
+SCORE_BUCKETS = (0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5)
+
+TOKEN_TYPES = ("input", "output", "cached_input", "reasoning")
+_EXEMPLAR_MAX_VALUE = 120  # prometheus-client caps an exemplar's label names + values at 128 chars
+
+
+def multiprocess_mode() -> bool:
+    """True when prometheus-client writes values to ``$PROMETHEUS_MULTIPROC_DIR`` files."""
+    return _prom_values.ValueClass is not _prom_values.MutexValue
+
+
+def _exemplar(trace_id: object) -> dict[str, str] | None:
+    if trace_id is None:
+        return None
+    return {"trace_id": str(trace_id)[:_EXEMPLAR_MAX_VALUE]}
+
+
+class LLMObsMetrics:
+    """The metric set of one registry (get it with :func:`metrics_for`)."""
+
+    def __init__(self, registry: CollectorRegistry, limiter: LabelLimiter) -> None:
+        self.registry = registry
+        self.labels = limiter
+        self._live: weakref.WeakSet[PrometheusExporter] = weakref.WeakSet()
+        self._live_lock = threading.Lock()
+        # Registered first so a scrape copies Diagnostics into the counters before reading them.
+        registry.register(_DiagnosticsSync(self))
+
+        def counter(name: str, doc: str, labelnames: Sequence[str]) -> Counter:
+            return Counter(PREFIX + name, doc, labelnames, registry=registry)
+
+        def histogram(name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]) -> Histogram:
+            return Histogram(PREFIX + name, doc, labelnames, registry=registry, buckets=buckets)
+
+        llm = ("model", "provider", "prompt_version")
+        self.llm_requests = counter("llm_requests_total", "LLM calls.", (*llm, "status"))
+        self.llm_tokens = counter(
+            "llm_tokens_total",
+            "Tokens of LLM calls; input includes cached_input, output includes reasoning.",
+            (*llm, "type"),
+        )
+        self.llm_token_usage = histogram(
+            "llm_token_usage",
+            "Input and output tokens per LLM call (OpenTelemetry gen_ai.client.token.usage).",
+            ("model", "provider", "type"),
+            TOKEN_BUCKETS,
+        )
+        self.llm_cost = counter("llm_cost_usd_total", "Cost of LLM calls in USD.", llm)
+        self.llm_unpriced = counter(
+            "llm_unpriced_requests_total", "LLM calls with usage but no known price (cost NULL).", ("model",)
+        )
+        self.llm_duration = histogram("llm_duration_seconds", "Duration of LLM calls.", llm, DURATION_BUCKETS)
+        self.llm_ttft = histogram(
+            "llm_time_to_first_token_seconds",
+            "Time to the first streamed token of LLM calls.",
+            ("model", "provider"),
+            DURATION_BUCKETS,
+        )
+        self.tool_calls = counter("tool_calls_total", "Tool calls.", ("tool", "status"))
+        self.tool_duration = histogram(
+            "tool_duration_seconds", "Duration of tool calls.", ("tool", "status"), DURATION_BUCKETS
+        )
+        self.retrievals = counter("retrievals_total", "Retriever calls.", ("retriever", "status"))
+        self.retrieved_documents = histogram(
+            "retrieved_documents",
+            "Documents returned per retrieval (le=0: empty retrievals).",
+            ("retriever", "status"),
+            DOCUMENT_BUCKETS,
+        )
+        self.branch_decisions = counter(
+            "branch_decisions_total", "LangGraph routing decisions.", ("graph", "from_node", "to_node")
+        )
+        self.traces = counter("traces_total", "Traces (root runs).", ("root", "status"))
+        self.trace_duration = histogram(
+            "trace_duration_seconds", "Duration of traces (root runs).", ("root", "status"), DURATION_BUCKETS
+        )
+        self.quality_score = histogram(
+            "quality_score",
+            "Quality scores (judge, rules, feedback).",
+            ("metric", "prompt_version"),
+            SCORE_BUCKETS,
+        )
+        self.judge_evaluations = counter("judge_evaluations_total", "LLM-as-judge evaluations.", ("status",))
+        self.feedback = counter("feedback_total", "User feedback.", ("rating",))
+        self.spans_dropped = counter("spans_dropped_total", "Spans dropped, by reason.", ("reason",))
+        self.handler_errors = counter(
+            "handler_errors_total", "Internal errors of the instrumentation, by reason.", ("reason",)
+        )
+        self.spans_dropped.labels(reason="queue_full")  # a series from the start: rate() works
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *values: str) -> Any:
+        """``metric.labels(*values)``, cached: label values are bounded, and this is the hot part."""
+        key = (id(metric), values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    # -- spans -----------------------------------------------------------------------------------
+
+    def record(self, span: SpanRecord) -> None:
+        """Update the metrics for one prepared span."""
+        kind = span.kind
+        if kind == SpanKind.LLM:
+            self._record_llm(span)
+        elif kind == SpanKind.TOOL:
+            self._record_tool(span)
+        elif kind == SpanKind.RETRIEVER:
+            self._record_retrieval(span)
+        for decision in span.branch_decisions or ():
+            self.count_branch_decision(decision.graph, decision.from_node, decision.to_node)
+        if span.parent_span_id is None:
+            root, status = self.labels("root", span.name), _status(span)
+            self._child(self.traces, root, status).inc()
+            latency = span.latency_ms
+            if latency is not None:
+                self._child(self.trace_duration, root, status).observe(
+                    latency / 1e3, _exemplar(span.trace_id)
+                )
+
+    def count_branch_decision(self, graph: str, from_node: str, to_node: str) -> None:
+        lab = self.labels
+        self._child(
+            self.branch_decisions, lab("graph", graph), lab("from_node", from_node), lab("to_node", to_node)
+        ).inc()
+
+    def _record_llm(self, span: SpanRecord) -> None:
+        lab = self.labels
+        model, provider = lab.model(span.model), lab("provider", _lower(span.provider))
+        version = lab("prompt_version", span.prompt_version)
+        exemplar = _exemplar(span.trace_id)
+        self._child(self.llm_requests, model, provider, version, _status(span)).inc()
+        latency = span.latency_ms
+        if latency is not None:
+            self._child(self.llm_duration, model, provider, version).observe(latency / 1e3, exemplar)
+        ttft = span.ttft_ms
+        if ttft is not None:
+            self._child(self.llm_ttft, model, provider).observe(max(ttft, 0.0) / 1e3)
+        usage = span.usage
+        if usage is not None:
+            for token_type, value in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cached_input", usage.cached_input_tokens),
+                ("reasoning", usage.reasoning_tokens),
+            ):
+                if value is not None and value >= 0:
+                    self._child(self.llm_tokens, model, provider, version, token_type).inc(value)
+                    if token_type in ("input", "output"):
+                        self._child(self.llm_token_usage, model, provider, token_type).observe(value)
+        if span.cost_usd is not None:
+            if span.cost_usd >= 0:
+                self._child(self.llm_cost, model, provider, version).inc(span.cost_usd, exemplar)
+        elif usage is not None and span.model:
+            # The preparer's rule for "unpriced" (Diagnostics.unpriced counts the same spans).
+            self._child(self.llm_unpriced, model).inc()
+
+    def _record_tool(self, span: SpanRecord) -> None:
+        labels = (self.labels("tool", span.name), _status(span))
+        self._child(self.tool_calls, *labels).inc()
+        latency = span.latency_ms
+        if latency is not None:
+            self._child(self.tool_duration, *labels).observe(latency / 1e3)
+
+    def _record_retrieval(self, span: SpanRecord) -> None:
+        labels = (self.labels("retriever", span.name), _status(span))
+        self._child(self.retrievals, *labels).inc()
+        if span.documents is not None:  # the retrieval returned (failed ones return no list)
+            self._child(self.retrieved_documents, *labels).observe(len(span.documents))
+
+    # -- scores, judge, feedback (called by the judge and feedback code) ---------------------------
+
+    def observe_score(
+        self, metric: str, value: float, prompt_version: str | None = None, *, trace_id: object = None
+    ) -> None:
+        labels = (self.labels("metric", metric), self.labels("prompt_version", prompt_version))
+        self._child(self.quality_score, *labels).observe(float(value), _exemplar(trace_id))
+
+    def count_judge_evaluation(self, status: str = "ok") -> None:
+        self._child(self.judge_evaluations, self.labels("status", status)).inc()
+
+    def count_feedback(self, rating: str) -> None:
+        self._child(self.feedback, self.labels("rating", rating)).inc()
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def _attach(self, exporter: PrometheusExporter) -> None:
+        with self._live_lock:
+            self._live.add(exporter)
+
+    def _detach(self, exporter: PrometheusExporter) -> None:
+        with self._live_lock:
+            self._live.discard(exporter)
+
+    def sync_diagnostics(self) -> None:
+        """Copy every live exporter's Diagnostics counters into the Prometheus counters."""
+        with self._live_lock:
+            exporters = list(self._live)
+        for exporter in exporters:
+            exporter.sync_diagnostics()
+
+
+class _DiagnosticsSync:
+    """A collector with no metrics of its own: a scrape first brings the counters up to date."""
+
+    def __init__(self, metrics: LLMObsMetrics) -> None:
+        self._metrics = weakref.ref(metrics)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        metrics = self._metrics()
+        if metrics is not None:
+            try:
+                metrics.sync_diagnostics()
+            except Exception:  # a scrape must still answer
+                logger.debug("llmobs: diagnostics sync failed", exc_info=True)
+        return []
+
+
+# The metric set lives on its registry (an attribute), so it goes away with the registry.
+_METRICS_ATTR = "_llmobs_metrics"
+_BY_REGISTRY_LOCK = threading.Lock()
+
+
+def metrics_for(
+    registry: CollectorRegistry | None = None,
+    *,
+    label_limit: int | Mapping[str, int] = DEFAULT_LABEL_LIMIT,
+    model_normalizer: Callable[[str], str] | None = normalize_model_name,
+) -> LLMObsMetrics:
+    """The metric set of ``registry`` (default: prometheus-client's global one), created once.
+
+    Label settings apply when the set is created; later calls get the existing set.
+    """
+    registry = REGISTRY if registry is None else registry
+    with _BY_REGISTRY_LOCK:
+        metrics: LLMObsMetrics | None = getattr(registry, _METRICS_ATTR, None)
+        if metrics is None:
+            limiter = LabelLimiter(label_limit, model_normalizer=model_normalizer)
+            metrics = LLMObsMetrics(registry, limiter)
+            setattr(registry, _METRICS_ATTR, metrics)
+        return metrics
+
+
+class PrometheusExporter:
+    """A ``SpanExporter`` that turns finished spans into Prometheus metrics.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> exporter = PrometheusExporter(CollectorRegistry(), label_limit={"*": 100, "model": 50})
+
+    ``LLMObs(prometheus_registry=...)`` creates one per instance; use it directly with
+    ``LLMObs(exporters=[...], prometheus_registry=None)`` for full control. ``diagnostics``
+    (an LLMObs's counters of drops and internal errors) is exported as
+    ``llmobs_spans_dropped_total`` and ``llmobs_handler_errors_total``.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        label_limit: int | Mapping[str, int] = DEFAULT_LABEL_LIMIT,
+        model_normalizer: Callable[[str], str] | None = normalize_model_name,
+        diagnostics: Diagnostics | None = None,
+    ) -> None:
+        self.metrics = metrics_for(registry, label_limit=label_limit, model_normalizer=model_normalizer)
+        self.registry = self.metrics.registry
+        self._diag = diagnostics
+        self._synced: dict[str, dict[str, int]] = {"spans_dropped": {}, "handler_errors": {}}
+        self._sync_lock = threading.Lock()
+        if diagnostics is not None:
+            self.metrics._attach(self)
+
+    # -- SpanExporter ----------------------------------------------------------------------------
+
+    def export(self, spans: Sequence[SpanRecord]) -> None:
+        record = self.metrics.record
+        for span in spans:
+            try:
+                record(span)
+            except Exception as exc:  # one odd span must not cost the batch its metrics
+                if self._diag is None:
+                    raise
+                self._diag.handler_error("prometheus_span", exc)
+        if multiprocess_mode():  # scrapes read the files, not this registry: sync here instead
+            self.sync_diagnostics()
+
+    def shutdown(self) -> None:
+        self.sync_diagnostics()
+        self.metrics._detach(self)
+
+    # -- scores, judge, feedback -----------------------------------------------------------------
+
+    def observe_score(
+        self, metric: str, value: float, prompt_version: str | None = None, *, trace_id: object = None
+    ) -> None:
+        """A quality score (``faithfulness`` 1-5, ``hallucination`` 0/1 with 1 = hallucinated, …)."""
+        self.metrics.observe_score(metric, value, prompt_version, trace_id=trace_id)
+
+    def count_judge_evaluation(self, status: str = "ok") -> None:
+        """One LLM-as-judge evaluation: ``ok``, ``error``, ``skipped``, …"""
+        self.metrics.count_judge_evaluation(status)
+
+    def count_feedback(self, rating: str) -> None:
+        """One piece of user feedback: ``positive``, ``negative``, ``neutral``, …"""
+        self.metrics.count_feedback(rating)
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def sync_diagnostics(self) -> None:
+        """Add what the Diagnostics counted since the last sync to the Prometheus counters."""
+        if self._diag is None:
+            return
+        snapshot = self._diag.snapshot()
+        metrics = self.metrics
+        with self._sync_lock:
+            for family, counter in (
+                ("spans_dropped", metrics.spans_dropped),
+                ("handler_errors", metrics.handler_errors),
+            ):
+                synced = self._synced[family]
+                for reason, count in snapshot[family].items():
+                    delta = count - synced.get(reason, 0)
+                    if delta > 0:
+                        counter.labels(metrics.labels("reason", reason)).inc(delta)
+                        synced[reason] = count
+
+
+def _status(span: SpanRecord) -> str:
+    return "error" if span.status == STATUS_ERROR else "ok"
+
+
+def _lower(value: str | None) -> str | None:
+    return value.lower() if value else value
+
+
+# -- serving ---------------------------------------------------------------------------------------
+
+
+def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
+    """What to serve on ``/metrics``: ``registry``, or in multiprocess mode (when ``registry`` is
+    the global one) a registry aggregating every process's files in ``$PROMETHEUS_MULTIPROC_DIR``."""
+    registry = REGISTRY if registry is None else registry
+    if multiprocess_mode() and registry is REGISTRY:
+        from prometheus_client import multiprocess
+
+        aggregated = CollectorRegistry()
+        multiprocess.MultiProcessCollector(aggregated)
+        return aggregated
+    return registry
+
+
+class MetricsServer:
+    """A ``/metrics`` HTTP endpoint on a daemon thread (prometheus-client's WSGI server).
+
+    It answers in OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, port: int = 9464, addr: str = "127.0.0.1"):
+        from prometheus_client import start_http_server
+
+        self.registry = exposition_registry(registry)
+        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
+        self.addr = addr
+        self.port: int = self._server.server_port
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.addr}]" if ":" in self.addr else self.addr
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5.0)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve_metrics(
+    registry: CollectorRegistry | None = None, port: int = 9464, addr: str = "127.0.0.1"
+) -> MetricsServer:
+    """Serve ``registry`` on ``http://addr:port/metrics`` (port 0: any free port, see ``.port``)."""
+    return MetricsServer(registry, port, addr)
