@@ -48,7 +48,7 @@ class SpanPreparer:
             decision.span_id = str(decision.span_id)
         if span.usage is not None and span.cost_usd is None and span.model:
             at = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc)
-            price = self._pricer.price(span.model, span.provider, span.usage, at)
+            price = self._pricer.price(span.model, span.provider, span.usage, at, span.price_context)
             if price is None:
                 self._diag.unpriced_model(span.model)
             else:

@@ -109,6 +109,7 @@ class SpanRecord:
         "usage",
         "cost_usd",
         "price_source",
+        "price_context",
         "invocation_params",
         # context
         "prompt_name",
@@ -148,6 +149,7 @@ class SpanRecord:
     usage: TokenUsage | None
     cost_usd: float | None
     price_source: str | None
+    price_context: dict[str, str] | None  # e.g. {"service_tier": "priority"}: selects the price
     invocation_params: dict[str, Any] | None
     prompt_name: str | None
     prompt_version: str | None
@@ -184,6 +186,7 @@ class SpanRecord:
         self.status = STATUS_OK
         self.end_ns = self.first_token_ns = self.error_type = self.error_message = None
         self.model = self.provider = self.usage = self.cost_usd = self.price_source = None
+        self.price_context = None
         self.invocation_params = self.prompt_name = self.prompt_version = self.prompt_template = None
         self.session_id = self.user_id = self.tags = self.metadata = None
         self.input = self.output = self.documents = self.branch_decisions = None

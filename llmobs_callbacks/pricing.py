@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from genai_prices import Usage, calc_price
 from genai_prices.types import ModelPrice, PriceCalculation, TieredPrices
@@ -88,12 +89,15 @@ class _LinearRates:
     output: Decimal
 
     @classmethod
-    def read(cls, result: PriceCalculation, source: str) -> _LinearRates | None:
+    def read(
+        cls, result: PriceCalculation, source: str, *, with_context: bool = False
+    ) -> _LinearRates | None:
         """Rates of a model whose price is one fixed, untiered set (else None)."""
         model_price = result.model_price
         if not isinstance(result.model.prices, ModelPrice):
             return None  # prices that change with the request time (e.g. off-peak hours)
-        # (price_variants apply only with a price_context, which is never passed here)
+        if with_context and any(v.constraint is not None for v in result.model.price_variants or ()):
+            return None  # a price variant (service tier) that starts or ends at some date
         if any(isinstance(v, TieredPrices) for v in vars(model_price).values()):
             return None
 
@@ -131,8 +135,9 @@ class Pricer:
         self._overrides = {
             name.lower(): ModelPriceOverride.parse(value) for name, value in (overrides or {}).items()
         }
-        # (model, provider) -> linear rates, or None when every call must use calc_price.
-        self._rates: dict[tuple[str, str | None], _LinearRates | None] = {}
+        # (model, provider, price context) -> linear rates, or None when every call must
+        # use calc_price.
+        self._rates: dict[tuple[str, str | None, Any], _LinearRates | None] = {}
 
     def price(
         self,
@@ -140,20 +145,30 @@ class Pricer:
         provider: str | None,
         usage: TokenUsage | None,
         at: datetime | None = None,
+        price_context: Mapping[str, str] | None = None,
     ) -> Price | None:
-        """The cost of ``usage`` on ``model``, or None when it cannot be priced exactly."""
+        """The cost of ``usage`` on ``model``, or None when it cannot be priced exactly.
+
+        ``price_context`` (e.g. ``{"service_tier": "priority"}``) selects genai-prices' price
+        variants; overrides ignore it."""
         if not model or usage is None or (usage.input_tokens is None and usage.output_tokens is None):
             return None
         override = self._overrides.get(model.lower())
         if override is not None:
             return Price(_override_cost(override, usage), f"override:{model}")
-        return self._genai_price(model, provider, usage, at)
+        return self._genai_price(model, provider, usage, at, price_context)
 
     def _genai_price(
-        self, model: str, provider: str | None, usage: TokenUsage, at: datetime | None
+        self,
+        model: str,
+        provider: str | None,
+        usage: TokenUsage,
+        at: datetime | None,
+        price_context: Mapping[str, str] | None,
     ) -> Price | None:
         provider_id = _PROVIDER_ALIASES.get(provider.lower(), provider.lower()) if provider else None
-        key = (model, provider_id)
+        context_key = tuple(sorted(price_context.items())) if price_context else None
+        key = (model, provider_id, context_key)
         rates = self._rates.get(key)
         if rates is not None and (usage.input_tokens or 0) >= (usage.cached_input_tokens or 0) + (
             usage.cache_write_tokens or 0
@@ -171,6 +186,7 @@ class Pricer:
                 model,
                 provider_id=provider_id,
                 genai_request_timestamp=at or datetime.now(timezone.utc),
+                price_context=dict(price_context) if price_context else None,
             )
         except LookupError:
             return None
@@ -180,7 +196,7 @@ class Pricer:
         source = f"genai-prices {_GENAI_PRICES_VERSION}:{result.provider.id}/{result.model.id}"
         if key not in self._rates and len(self._rates) < 10_000:
             try:
-                self._rates[key] = _LinearRates.read(result, source)
+                self._rates[key] = _LinearRates.read(result, source, with_context=context_key is not None)
             except Exception:  # noqa: BLE001 - the slow path stays correct
                 self._rates[key] = None
         return Price(float(result.total_price), source)

@@ -170,8 +170,12 @@ class Recorder:
         provider: str | None = None,
         documents: list[RetrievedDocument] | None = None,
         end_ns: int | None = None,
+        price_context: dict[str, str] | None = None,
     ) -> SpanRecord | None:
-        """Close a span and hand it to the processor; None for an unknown or duplicate end."""
+        """Close a span and hand it to the processor; None for an unknown or duplicate end.
+
+        ``price_context`` carries what selects a price beyond the model (OpenAI's
+        ``service_tier``: priority and flex requests cost differently)."""
         with self._lock:
             span = self._open.pop(span_id, None)
             if span is None:
@@ -197,6 +201,8 @@ class Recorder:
             span.provider = provider
         if documents is not None:
             span.documents = documents
+        if price_context:
+            span.price_context = price_context
         if span.branch_candidates:
             span.branch_decisions = _confirmed_branches(span)
         self._processor.on_end(span)

@@ -54,6 +54,7 @@ def ai(
     reasoning: int | None = None,
     tool_calls: list | None = None,
     model_name: str | None = None,
+    service_tier: str | None = None,
 ) -> AIMessage:
     """An AIMessage with usage_metadata (None for no usage at all)."""
     usage = None
@@ -70,7 +71,9 @@ def ai(
         content=text,
         usage_metadata=usage,
         tool_calls=tool_calls or [],
-        response_metadata={"model_name": model_name} if model_name else {},
+        response_metadata={
+            k: v for k, v in {"model_name": model_name, "service_tier": service_tier}.items() if v is not None
+        },
     )
 
 

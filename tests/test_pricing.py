@@ -64,3 +64,23 @@ def test_unknown_models_stay_unpriced_every_time() -> None:
         assert pricer.price("llama3", "ollama", usage) is None
     assert pricer.price(None, "openai", usage) is None
     assert pricer.price("gpt-4o-mini", "openai", None) is None
+
+
+@pytest.mark.parametrize(("model", "tier"), [("gpt-4o-mini", "priority"), ("o3", "flex"), ("o3", "priority")])
+def test_service_tier_matches_calc_price(model: str, tier: str) -> None:
+    pricer = Pricer()
+    rng = random.Random(tier)
+    for _ in range(20):
+        inp, out = rng.randint(0, 100_000), rng.randint(0, 5_000)
+        cached = rng.randint(0, inp)
+        at = datetime(2026, rng.choice([9, 11]), 20, tzinfo=timezone.utc)  # o3's tiers start 2026-10-12
+        usage = TokenUsage(input_tokens=inp, output_tokens=out, cached_input_tokens=cached or None)
+        got = pricer.price(model, "openai", usage, at, {"service_tier": tier})
+        expected = calc_price(
+            Usage(input_tokens=inp, output_tokens=out, cache_read_tokens=cached or None),
+            model,
+            provider_id="openai",
+            genai_request_timestamp=at,
+            price_context={"service_tier": tier},
+        )
+        assert got is not None and got.cost_usd == float(expected.total_price), (inp, cached, out, at)

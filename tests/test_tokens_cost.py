@@ -156,3 +156,20 @@ def test_caller_closing_a_stream_early_is_not_an_error(obs: LLMObs) -> None:
     assert obs.flush()
     row = _llm_row(obs.database_url)
     assert row["status"] == "ok" and row["error_type"] == "GeneratorExit"
+
+
+def test_service_tier_selects_the_price(obs: LLMObs) -> None:
+    """OpenAI's priority tier costs more than default; the response's service_tier decides."""
+    handler = obs.langchain_handler()
+    chat(ai("a", 1000, 100, cached=400, service_tier="priority")).invoke("q", config={"callbacks": [handler]})
+    chat(ai("b", 1000, 100, cached=400, service_tier="default")).invoke("q", config={"callbacks": [handler]})
+    assert obs.flush()
+    rows = sorted(
+        (r for r in fetch(obs.database_url, "spans") if r["kind"] == "llm"), key=lambda r: r["output"]
+    )
+    priority, default = rows
+    # priority: $0.25 input, $0.125 cached, $1.00 output per 1M tokens
+    assert priority["cost_usd"] == pytest.approx((600 * 0.25 + 400 * 0.125 + 100 * 1.0) / 1e6, rel=1e-12)
+    assert priority["attributes"]["price_context"] == {"service_tier": "priority"}
+    assert default["cost_usd"] == pytest.approx(0.00018, rel=1e-12)
+    assert "price_context" not in (default["attributes"] or {})

@@ -222,7 +222,9 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         if self._recorder is None:
             return
         output, usage, model = _read_llm_result(response)
-        self._recorder.end(run_id, output=output, usage=usage, model=model)
+        self._recorder.end(
+            run_id, output=output, usage=usage, model=model, price_context=_price_context(response)
+        )
 
     @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -423,6 +425,20 @@ def _read_llm_result(response: Any) -> tuple[Any, Any, str | None]:
             model = candidate
             break
     return output, usage, model
+
+
+def _price_context(response: Any) -> dict[str, str] | None:
+    """The service tier the provider says it served (priority and flex are priced apart)."""
+    generations = getattr(response, "generations", None) or []
+    message = getattr(generations[0][0], "message", None) if generations and generations[0] else None
+    metadata = getattr(message, "response_metadata", None) or {}
+    tier = metadata.get("service_tier")
+    if tier is None:
+        llm_output = getattr(response, "llm_output", None)
+        tier = llm_output.get("service_tier") if isinstance(llm_output, dict) else None
+    if isinstance(tier, str) and tier and tier != "default":
+        return {"service_tier": tier}
+    return None
 
 
 def _document(rank: int, doc: Any) -> RetrievedDocument:

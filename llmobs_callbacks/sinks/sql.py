@@ -105,6 +105,8 @@ class SQLExporter:
         attributes: dict[str, Any] = dict(s.metadata) if s.metadata else {}
         if s.invocation_params:
             attributes["invocation_params"] = s.invocation_params
+        if s.price_context:
+            attributes["price_context"] = s.price_context
         return {
             "span_id": s.span_id,
             "trace_id": s.trace_id,
