@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
@@ -98,6 +98,7 @@ class LLMObs:
         flush_interval_s: float = 0.5,
         open_span_ttl_s: float = 3600.0,
         exporters: list[SpanExporter] | None = None,
+        clock: Callable[[], int] | None = None,
         prometheus_registry: CollectorRegistry | Literal[False] | None = REGISTRY,
         prometheus_label_limit: int | Mapping[str, int] = 100,
     ) -> None:
@@ -117,6 +118,8 @@ class LLMObs:
                 and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking.
             open_span_ttl_s: runs still open after this long are closed as errors and stored.
             exporters: further exporters that receive every prepared batch.
+            clock: epoch nanoseconds for span timestamps (default ``time.time_ns``); for replays
+                and simulations that must not wait in real time.
             prometheus_registry: where the ``llmobs_*`` Prometheus metrics go (default:
                 prometheus-client's global registry); ``None`` or ``False`` turns them off.
                 Metrics are updated on the processor thread, never on the caller's.
@@ -159,7 +162,12 @@ class LLMObs:
                 max_batch_size=max_batch_size,
                 schedule_delay_s=flush_interval_s,
             )
-        self.recorder = Recorder(self.processor, self.diagnostics, open_span_ttl_s=open_span_ttl_s)
+        self.recorder = Recorder(
+            self.processor,
+            self.diagnostics,
+            open_span_ttl_s=open_span_ttl_s,
+            **({"clock": clock} if clock is not None else {}),
+        )
         self.processor.add_housekeeping(self.recorder.evict_expired, interval_s=min(60.0, open_span_ttl_s))
         self._handler: LangChainCallbackHandler | None = None
         self._llama_index: LlamaIndexInstrumentation | None = None

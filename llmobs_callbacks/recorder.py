@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from .diagnostics import Diagnostics
@@ -53,7 +53,10 @@ class Recorder:
         *,
         open_span_ttl_s: float = 3600.0,
         recent_ended_capacity: int = 20_000,
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        """``clock`` returns epoch nanoseconds; replaying or simulating traffic (the demo's
+        simulated day, tests) passes its own."""
         self._processor = processor
         self._diag = diagnostics
         self._lock = threading.Lock()
@@ -63,6 +66,7 @@ class Recorder:
         self._recent_ended: OrderedDict[SpanId, SpanId] = OrderedDict()
         self._recent_capacity = recent_ended_capacity
         self._ttl_ns = int(open_span_ttl_s * 1e9)
+        self.clock = clock
 
     # -- hot path ---------------------------------------------------------------------------
 
@@ -98,7 +102,7 @@ class Recorder:
                 session_id = _text(session_id)
         else:
             prompt_name = prompt_version = session_id = user_id = None
-        start_ns = time.time_ns()
+        start_ns = self.clock()
         with self._lock:
             if span_id in self._open:
                 duplicate = True
@@ -154,7 +158,7 @@ class Recorder:
     def first_token(self, span_id: SpanId) -> None:
         span = self._open.get(span_id)
         if span is not None and span.first_token_ns is None:
-            span.first_token_ns = time.time_ns()
+            span.first_token_ns = self.clock()
 
     def get(self, span_id: SpanId | None) -> SpanRecord | None:
         return self._open.get(span_id)
@@ -188,7 +192,7 @@ class Recorder:
             else:
                 self._diag.handler_error("end_of_unknown_run")
             return None
-        span.end_ns = max(end_ns or time.time_ns(), span.start_ns)
+        span.end_ns = max(end_ns or self.clock(), span.start_ns)
         if output is not None:
             span.output = output
         if error is not None:
@@ -238,7 +242,7 @@ class Recorder:
 
     def evict_expired(self, now_ns: int | None = None) -> int:
         """Close spans open for longer than the TTL as errors, so a service cannot leak."""
-        now_ns = now_ns or time.time_ns()
+        now_ns = now_ns or self.clock()
         with self._lock:
             expired = [s for s in self._open.values() if now_ns - s.start_ns > self._ttl_ns]
             for span in expired:

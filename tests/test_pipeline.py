@@ -185,3 +185,16 @@ def test_import_needs_no_framework(tmp_path) -> None:
         [sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60
     )
     assert "pip install 'llmobs-callbacks[langchain]'" in out.stdout
+
+
+def test_injected_clock_sets_span_times(sqlite_url: str) -> None:
+    """Replays and simulations pass their own clock: stored times are the clock's, not the wall's."""
+    from datetime import datetime, timezone
+
+    ticks = iter(range(1_700_000_000_000_000_000, 1_800_000_000_000_000_000, 250_000_000))  # +250 ms
+    with LLMObs(sqlite_url, clock=lambda: next(ticks)) as obs:
+        RunnableLambda(lambda x: x, name="one").invoke(1, config={"callbacks": [obs.langchain_handler()]})
+        assert obs.flush()
+        (row,) = fetch(sqlite_url, "spans")
+    assert row["start_time"] == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+    assert row["latency_ms"] == 250.0

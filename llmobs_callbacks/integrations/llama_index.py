@@ -588,7 +588,9 @@ def _abandoned_callback(tracer: LlamaIndexTracer, span_id: str) -> Any:
     deferred = tracer._abandoned
 
     def callback(_ref: Any) -> None:
-        deferred.append((span_id, time.time_ns()))  # atomic; no locks inside the collector
+        recorder = tracer._recorder
+        now = recorder.clock() if recorder is not None else time.time_ns()
+        deferred.append((span_id, now))  # atomic; no locks inside the collector
 
     return callback
 
