@@ -1,8 +1,9 @@
 """llmobs_callbacks: in-process observability for LangChain and LlamaIndex applications."""
 
+from .judge import Judge, Metric, Rubric
 from .model import SpanKind
 from .obs import LLMObs
 from .pricing import ModelPriceOverride
 
-__all__ = ["LLMObs", "ModelPriceOverride", "SpanKind"]
+__all__ = ["Judge", "LLMObs", "Metric", "ModelPriceOverride", "Rubric", "SpanKind"]
 __version__ = "0.1.0"

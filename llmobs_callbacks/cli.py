@@ -46,6 +46,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(args: argparse.Namespace) -> int:
+    try:
+        from .analysis.store import TraceStore
+    except ImportError as exc:
+        print(f"llmobs trace needs pandas: pip install 'llmobs-callbacks[analysis]' ({exc})", file=sys.stderr)
+        return 2
+    with TraceStore(resolve_database_url(args.database_url)) as store:
+        try:
+            tree = store.trace(args.trace_id)
+        except KeyError as exc:
+            print(f"llmobs trace: {exc.args[0]}", file=sys.stderr)
+            return 1
+    print(tree)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from .demo import run_demo
@@ -212,6 +228,75 @@ def _serve_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_llm(args: argparse.Namespace) -> object:
+    import os
+
+    if args.rules_only:
+        return None
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as exc:
+        raise SystemExit(
+            f"llmobs judge needs langchain-openai: pip install langchain-openai ({exc})"
+        ) from exc
+    return ChatOpenAI(
+        model=args.model,
+        base_url=args.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or "not-set",
+        temperature=0,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+    )
+
+
+def _judge(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .analysis.report import parse_since
+    from .judge import Judge
+    from .judge.backfill import stored_tasks, summary_table
+    from .obs import LLMObs
+
+    llm = _judge_llm(args)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    judge = Judge(
+        llm, sample_rate=0.0, metrics=metrics, budget_usd_per_day=args.budget, rules=args.rules_only
+    )
+    names = (
+        [m.name for m in judge.rubric.metrics] if llm is not None else ["empty_answer", "grounded", "refusal"]
+    )
+    url = resolve_database_url(args.database_url)
+    with LLMObs(url, prometheus_registry=None, judge=judge) as obs:
+        tasks, skipped = stored_tasks(
+            obs.sql.engine,
+            since=parse_since(args.since),
+            sample=args.sample,
+            prompt_version=args.prompt_version,
+            metric_names=[] if llm is None else names,
+            force=args.force,
+        )
+        print(f"{len(tasks)} trace(s) to judge, {skipped} already judged (skipped)", file=sys.stderr)
+        results = []
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(tasks), desc="judging", unit="trace", file=sys.stderr, disable=not tasks)
+        except ImportError:  # pragma: no cover - tqdm is optional
+            bar = None
+        with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+            for i, evaluation in enumerate(pool.map(judge.evaluate, tasks), 1):
+                results.append(evaluation)
+                if bar is not None:
+                    bar.update(1)
+                else:  # pragma: no cover
+                    print(f"\rjudged {i}/{len(tasks)}", end="", file=sys.stderr, flush=True)
+        if bar is not None:
+            bar.close()
+        obs.flush(timeout=60.0)
+    print(summary_table(results, names) if results else "nothing to judge")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmobs", description="In-process LLM observability.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -227,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--by", choices=["prompt_version", "model", "root"], default="prompt_version")
     report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     report.set_defaults(func=_report)
+
+    trace = sub.add_parser("trace", help="print one trace as an indented tree of its spans")
+    _add_db(trace)
+    trace.add_argument("trace_id", help="the trace's id (its root run's run_id)")
+    trace.set_defaults(func=_trace)
 
     grafana = sub.add_parser(
         "export-grafana",
@@ -253,6 +343,36 @@ def build_parser() -> argparse.ArgumentParser:
     alerts.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     _add_thresholds(alerts)
     alerts.set_defaults(func=_export_alerts)
+
+    judge = sub.add_parser(
+        "judge",
+        help="score stored traces with an LLM judge (backfill, or a new rubric)",
+        description="Judge finished traces stored in --database-url (question = root input, answer = "
+        "root output, context = the trace's retrieved documents) with an OpenAI-compatible chat model "
+        "through langchain-openai (--model, --base-url, --api-key or $OPENAI_API_KEY / $OPENAI_BASE_URL). "
+        "Sampling is by trace id, as in the live judge; traces that already have judge scores for the "
+        "metrics are skipped (resumable). Scores go to the scores table, the judge's calls are stored "
+        "as kind='judge' spans.",
+    )
+    _add_db(judge)
+    judge.add_argument("--since", default="24h", help="time window: 24h, 7d or an ISO time (default 24h)")
+    judge.add_argument("--sample", type=float, default=1.0, help="share of traces to judge (default 1.0)")
+    judge.add_argument("--prompt-version", default=None, help="only traces of this prompt version")
+    judge.add_argument(
+        "--metrics",
+        default="faithfulness,relevance,completeness,hallucination",
+        help="comma-separated metric names (default %(default)s)",
+    )
+    judge.add_argument("--model", default="gpt-4o-mini", help="judge model (default %(default)s)")
+    judge.add_argument("--base-url", default=None, help="OpenAI-compatible API base URL ($OPENAI_BASE_URL)")
+    judge.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY)")
+    judge.add_argument("--budget", type=float, default=None, help="stop judging after this many USD")
+    judge.add_argument("--concurrency", type=int, default=4, help="parallel judge calls (default 4)")
+    judge.add_argument("--max-retries", type=int, default=2, help="retries per judge call (default 2)")
+    judge.add_argument("--timeout", type=float, default=60.0, help="seconds per judge call (default 60)")
+    judge.add_argument("--force", action="store_true", help="judge traces that already have judge scores")
+    judge.add_argument("--rules-only", action="store_true", help="store rule scores only (no LLM)")
+    judge.set_defaults(func=_judge)
 
     serve = sub.add_parser(
         "serve-metrics",

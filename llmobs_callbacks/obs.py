@@ -17,6 +17,15 @@ from .enrich import SpanPreparer
 from .pricing import ModelPriceOverride, Pricer
 from .processor import BatchSpanProcessor, SpanExporter, SynchronousSpanProcessor, register_atexit_shutdown
 from .recorder import Recorder
+from .scores import (
+    PendingScore,
+    ScoreWriter,
+    feedback_rating,
+    feedback_row,
+    in_flight,
+    monotonic_deadline,
+    remaining,
+)
 from .sinks.prometheus import MetricsServer, PrometheusExporter
 from .sinks.schema import resolve_database_url
 from .sinks.sql import SQLExporter
@@ -25,6 +34,7 @@ if TYPE_CHECKING:
     from .integrations.langchain import LangChainCallbackHandler
     from .integrations.llama_index import LlamaIndexInstrumentation
     from .integrations.llama_index_legacy import LlamaIndexCallbackHandler
+    from .judge import Judge
 
 # Context declared with ``LLMObs.context(...)``: (metadata, tags), read by the LlamaIndex
 # adapters for every span started inside the block (asyncio tasks inherit it).
@@ -101,6 +111,7 @@ class LLMObs:
         clock: Callable[[], int] | None = None,
         prometheus_registry: CollectorRegistry | Literal[False] | None = REGISTRY,
         prometheus_label_limit: int | Mapping[str, int] = 100,
+        judge: Judge | None = None,
     ) -> None:
         """
         Args:
@@ -126,14 +137,17 @@ class LLMObs:
             prometheus_label_limit: distinct values kept per label (or ``{label: cap, "*":
                 default}``); further values become ``__other__``. The first LLMObs of a
                 registry decides.
+            judge: a ``Judge`` (sampled LLM-as-judge and rule scores of finished traces, on
+                its own worker threads); scores go to the ``scores`` table and Prometheus.
         """
         self.database_url = resolve_database_url(database_url)
         self.service = service or os.environ.get("LLMOBS_SERVICE")
         self.environment = environment or os.environ.get("LLMOBS_ENVIRONMENT")
         self.diagnostics = Diagnostics()
         self.sql = SQLExporter(self.database_url, service=self.service, environment=self.environment)
+        pricer = Pricer(price_overrides)
         preparer = SpanPreparer(
-            Pricer(price_overrides),
+            pricer,
             self.diagnostics,
             max_content_chars=max_content_chars,
             capture_content=capture_content,
@@ -147,6 +161,9 @@ class LLMObs:
             )
         self._metrics_servers: list[MetricsServer] = []
         all_exporters: list[SpanExporter] = [self.sql, *(exporters or [])]
+        self.judge = judge
+        if judge is not None:
+            all_exporters.append(judge)
         if self.metrics is not None:
             all_exporters.append(self.metrics)
         if synchronous:
@@ -169,6 +186,15 @@ class LLMObs:
             **({"clock": clock} if clock is not None else {}),
         )
         self.processor.add_housekeeping(self.recorder.evict_expired, interval_s=min(60.0, open_span_ttl_s))
+        self.scores = ScoreWriter(self.sql, self.metrics, self.diagnostics)
+        if judge is not None:
+            judge.bind(
+                recorder=self.recorder,
+                scores=self.scores,
+                metrics=self.metrics,
+                pricer=pricer,
+                diagnostics=self.diagnostics,
+            )
         self._handler: LangChainCallbackHandler | None = None
         self._llama_index: LlamaIndexInstrumentation | None = None
         self._llama_index_handler: LlamaIndexCallbackHandler | None = None
@@ -266,11 +292,47 @@ class LLMObs:
         finally:
             _DECLARED_CONTEXT.reset(token)
 
+    # -- quality ----------------------------------------------------------------------------
+
+    def feedback(
+        self,
+        trace_id: object,
+        score: float = 1.0,
+        comment: str = "",
+        name: str = "user_feedback",
+        *,
+        rating: str | None = None,
+        span_id: object = None,
+    ) -> str:
+        """Store user feedback on a trace as a ``scores`` row (``source='user'``); returns its id.
+
+        Thumbs up/down is ``score=1.0`` / ``0.0``; any float (a 1-5 rating) is kept as is. Only
+        enqueues: the row is written by a background thread (``flush()`` waits for it). Works
+        for traces still running, stored ones, and unknown ids: those are stored with
+        ``label='unknown_trace'``; otherwise ``label`` is the rating (``positive`` /
+        ``negative`` / ``neutral`` for 0..1 scores, see ``scores.feedback_rating``), which is
+        also the ``rating`` label of ``llmobs_feedback_total``.
+        """
+        value = float(score)
+        rating = rating or feedback_rating(value)
+        known, prompt_version = in_flight(self.recorder, trace_id)
+        row = feedback_row(trace_id, value, comment, name, rating, span_id)
+        self.scores.submit(
+            PendingScore(row, prompt_version, feedback_rating=rating, check_trace=True, in_flight=known)
+        )
+        return str(row["id"])
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Block until every span finished so far is stored; False if ``timeout`` ran out."""
-        return self.processor.flush(timeout)
+        """Block until every span finished so far is stored, the judge has scored the traces
+        it sampled (its own spans stored too) and every score is written; False on timeout."""
+        deadline = monotonic_deadline(timeout)
+        ok = self.processor.flush(timeout)
+        if self.judge is not None:
+            ok = self.judge.flush(remaining(deadline)) and ok
+            ok = self.processor.flush(remaining(deadline)) and ok
+        return self.scores.flush(remaining(deadline)) and ok
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Flush, stop the writer and release the database. Spans ended later are counted as dropped."""
@@ -287,7 +349,11 @@ class LLMObs:
             self._llama_index.close()
         if self._llama_index_handler is not None:
             self._llama_index_handler.bind(None)
-        flushed = self.processor.shutdown(timeout)
+        flushed = self.processor.flush(timeout)
+        if self.judge is not None:
+            flushed = self.judge.close(timeout) and flushed
+        flushed = self.scores.close(timeout) and flushed
+        flushed = self.processor.shutdown(timeout) and flushed
         for server in self._metrics_servers:
             server.close()
         return flushed
@@ -313,6 +379,8 @@ class LLMObs:
         snapshot: dict[str, Any] = self.diagnostics.snapshot()
         snapshot["queued_spans"] = self.processor.queue_size()
         snapshot["open_spans"] = self.recorder.open_span_count()
+        if self.judge is not None:
+            snapshot["judge"] = self.judge.stats()
         return snapshot
 
     def __enter__(self) -> LLMObs:

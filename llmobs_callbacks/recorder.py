@@ -258,6 +258,10 @@ class Recorder:
             self._diag.event("evicted_open_spans", len(expired))
         return len(expired)
 
+    def recently_ended(self, span_id: SpanId) -> bool:
+        """Whether ``span_id`` ended recently in this process (bounded memory of ended spans)."""
+        return span_id in self._recent_ended
+
     def open_span_count(self) -> int:
         return len(self._open)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, copy_context
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -555,6 +555,19 @@ def global_handler() -> LangChainCallbackHandler:
     return _GLOBAL_HANDLER
 
 
+def call_unrecorded(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` with process-wide instrumentation switched off for this call only
+    (the judge's own model call must not become an ordinary, judgeable trace)."""
+    ctx = copy_context()
+
+    def run() -> Any:
+        if _HOOK_VAR is not None:
+            _HOOK_VAR.set(None)
+        return fn(*args)
+
+    return ctx.run(run)
+
+
 def unbind_global(recorder: Recorder) -> None:
     """Switch process-wide recording off if it records into ``recorder``."""
     if _GLOBAL_HANDLER is not None and _GLOBAL_HANDLER._recorder is recorder:
@@ -562,4 +575,4 @@ def unbind_global(recorder: Recorder) -> None:
 
 
 # Imported lazily by LLMObs; re-exported for type checkers and users who subclass it.
-__all__ = ["GRAPH_END", "LangChainCallbackHandler", "global_handler", "unbind_global"]
+__all__ = ["GRAPH_END", "LangChainCallbackHandler", "call_unrecorded", "global_handler", "unbind_global"]

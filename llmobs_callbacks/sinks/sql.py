@@ -18,12 +18,13 @@ from sqlalchemy.engine import Engine
 from ..model import SpanRecord
 from .bulk import BulkInserter
 from .schema import ensure_schema, make_engine
-from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, SpanRow
+from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, ScoreRow, SpanRow
 
 _SPANS = SpanRow.__table__
 _DOCS = RetrievedDocumentRow.__table__
 _PROMPTS = PromptVersionRow.__table__
 _BRANCHES = BranchDecisionRow.__table__
+_SCORES = ScoreRow.__table__
 _BRANCH_NAMESPACE = uuid.UUID("5b1e4c1e-8a59-4c43-9f0e-0d3c7f1c2a10")
 
 
@@ -54,6 +55,7 @@ class SQLExporter:
         self._spans = BulkInserter(self.engine, _SPANS, ["span_id"])
         self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
         self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])
+        self._scores = BulkInserter(self.engine, _SCORES, ["id"])
 
     def export(self, spans: Sequence[SpanRecord]) -> None:
         span_rows = [self._span_row(s) for s in spans]
@@ -97,6 +99,28 @@ class SQLExporter:
 
     def shutdown(self) -> None:
         self.engine.dispose()
+
+    # -- scores (judge, feedback, rules; written by ``scores.ScoreWriter``, not the span path) --
+
+    def insert_scores(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert ``scores`` rows; a row whose ``id`` exists is left alone (idempotent)."""
+        if rows:
+            with self.engine.begin() as conn:
+                self._scores.insert(conn, rows)
+
+    def known_traces(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
+        """The stored traces among ``trace_ids``, each with its root's prompt_version."""
+        found: dict[str, str | None] = {}
+        ids = sorted(set(trace_ids))
+        with self.engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                query = sa.select(_SPANS.c.trace_id, _SPANS.c.prompt_version, _SPANS.c.parent_span_id).where(
+                    _SPANS.c.trace_id.in_(ids[i : i + 500])
+                )
+                for trace_id, version, parent in conn.execute(query):
+                    if parent is None or found.get(trace_id) is None:
+                        found[trace_id] = version
+        return found
 
     def _span_row(self, s: SpanRecord) -> dict[str, Any]:
         u = s.usage

@@ -1,0 +1,26 @@
+"""Quality: sampled LLM-as-judge, rule scores (see ``llmobs_callbacks.scores`` for feedback)."""
+
+from .budget import DailyBudget
+from .evaluator import Evaluation, Judge, JudgeTask, score_id
+from .rubric import BUILTIN_METRICS, Judgement, JudgeOutputError, Metric, MetricScore, Rubric, parse_judgement
+from .rules import RuleScore, rule_scores
+from .sampler import Sampler, sample_fraction
+
+__all__ = [
+    "BUILTIN_METRICS",
+    "DailyBudget",
+    "Evaluation",
+    "Judge",
+    "JudgeOutputError",
+    "JudgeTask",
+    "Judgement",
+    "Metric",
+    "MetricScore",
+    "Rubric",
+    "RuleScore",
+    "Sampler",
+    "parse_judgement",
+    "rule_scores",
+    "sample_fraction",
+    "score_id",
+]
