@@ -47,6 +47,15 @@ def _pandas() -> Any:
     return pandas
 
 
+def _where_equal(query: sa.Select, *filters: tuple[Any, Any]) -> sa.Select:
+    """``column = value`` for a string, ``column IN (...)`` for a sequence; None filters nothing."""
+    for column, value in filters:
+        if value is None:
+            continue
+        query = query.where(column == value if isinstance(value, str) else column.in_(list(value)))
+    return query
+
+
 def to_utc(value: str | datetime | date | None, now: datetime | None = None) -> datetime | None:
     """A time bound → an aware UTC datetime: '24h'/'7d'/'30m' (before now), ISO text or a datetime
     (naive means UTC); None stays None."""
@@ -158,7 +167,8 @@ class TraceStore:
             raise ValueError(f"unknown span columns: {sorted(unknown)}")
         c = SPANS.c
         query = sa.select(*(c[n] for n in names)).where(*_time_filters(c.start_time, since, until))
-        for column, value in (
+        query = _where_equal(
+            query,
             (c.kind, kind),
             (c.model, model),
             (c.prompt_version, prompt_version),
@@ -166,13 +176,7 @@ class TraceStore:
             (c.user_id, user_id),
             (c.status, status),
             (c.trace_id, trace_id),
-        ):
-            if value is None:
-                continue
-            if isinstance(value, str):
-                query = query.where(column == value)
-            else:
-                query = query.where(column.in_(list(value)))
+        )
         query = query.order_by(c.start_time)
         if limit is not None:
             query = query.limit(limit)
@@ -201,10 +205,7 @@ class TraceStore:
         """Score rows (judge, user feedback, rules), by creation time."""
         c = SCORES.c
         query = sa.select(SCORES).where(*_time_filters(c.created_at, since, until))
-        for column, value in ((c.name, name), (c.source, source), (c.trace_id, trace_id)):
-            if value is None:
-                continue
-            query = query.where(column == value if isinstance(value, str) else column.in_(list(value)))
+        query = _where_equal(query, (c.name, name), (c.source, source), (c.trace_id, trace_id))
         return self._frame(query.order_by(c.created_at), ("created_at",))
 
     # -- traces ----------------------------------------------------------------------------
@@ -274,7 +275,8 @@ class TraceStore:
             .select_from(root.outerjoin(llm, llm.c.trace_id == r.trace_id))
             .where(r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until))
         )
-        for column, value in (
+        query = _where_equal(
+            query,
             (r.name, name),
             (r.status, status),
             (r.session_id, session_id),
@@ -282,10 +284,7 @@ class TraceStore:
             (version, prompt_version),
             (first_model, model),
             (r.trace_id, trace_id),
-        ):
-            if value is None:
-                continue
-            query = query.where(column == value if isinstance(value, str) else column.in_(list(value)))
+        )
         return query.order_by(r.start_time)
 
     def traces(
