@@ -4,6 +4,7 @@ from .judge import Judge, Metric, Rubric
 from .model import SpanKind
 from .obs import LLMObs
 from .pricing import ModelPriceOverride
+from .reliability import ConfigurationError
 
-__all__ = ["Judge", "LLMObs", "Metric", "ModelPriceOverride", "Rubric", "SpanKind"]
+__all__ = ["ConfigurationError", "Judge", "LLMObs", "Metric", "ModelPriceOverride", "Rubric", "SpanKind"]
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ import io
 import json
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from .sinks.schema import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, make_engine, resolve_database_url
@@ -64,27 +65,117 @@ def _trace(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from .demo import run_demo
+        from .demo import Scenario, simulate
     except ImportError as exc:
         print(
-            f"llmobs demo needs langchain-core: pip install 'llmobs-callbacks[langchain]' ({exc})",
+            f"llmobs demo needs langchain-core and langgraph: pip install 'llmobs-callbacks[demo]' ({exc})",
             file=sys.stderr,
         )
         return 2
-    from .obs import LLMObs
-
+    rate = args.requests_per_hour if args.traces is None else args.traces / args.hours
+    scenario = Scenario(
+        hours=args.hours,
+        requests_per_hour=rate,
+        switch_at_hour=None if args.switch_at_hour < 0 else args.switch_at_hour,
+        v2_regresses=not args.control,
+        seed=args.seed,
+    )
     url = resolve_database_url(args.database_url)
-    with LLMObs(url, service="demo-support-bot", environment="demo") as obs:
-        failures = run_demo(obs, traces=args.traces)
-        obs.flush()
-        stats = obs.stats()
-    print(f"traced {args.traces} demo requests into {url} ({failures} failed tool calls, by design)")
-    dropped = sum(stats["spans_dropped"].values())
-    if dropped or stats["handler_errors"]:
-        print(f"warning: dropped={stats['spans_dropped']} handler_errors={stats['handler_errors']}")
+    with _progress_bar(args.no_progress) as progress:
+        result = simulate(url, scenario, progress=progress)
+    fmt = "%Y-%m-%d %H:%M"
+    print(
+        f"replayed {result.requests} demo requests over a simulated {scenario.hours:g} h "
+        f"({result.start:{fmt}} → {result.end:{fmt}} UTC) into {url}"
+    )
+    if result.switch is not None:
+        print(
+            f"prompt v1 until {result.switch:%H:%M}, then v2 "
+            f"({'twice the context' if scenario.v2_regresses else 'control: behaves like v1'}); "
+            f"{result.failures} failed order lookups (by design)"
+        )
     print()
-    args.by, args.since, args.format = "prompt_version", None, "table"
-    return _report(args)
+    args.by, args.since, args.format = "prompt_version", result.start.isoformat(), "table"
+    _report(args)
+    if "v1" in result.by_version and "v2" in result.by_version:
+        _print_comparison(url, result)
+    _print_anomalies(url, result)
+    return 0
+
+
+def _print_anomalies(url: str, result: object) -> None:
+    """What ``llmobs anomalies`` says an hour after v2 shipped, and at the end of the day."""
+    try:
+        from .analysis.anomalies import format_anomalies
+        from .analysis.store import TraceStore
+    except ImportError:
+        print("(anomalies: pip install 'llmobs-callbacks[analysis]')")
+        return
+    moments = [("at the end of the day", result.end)]
+    if result.switch is not None and result.switch + timedelta(hours=1) < result.end:
+        moments.insert(0, ("an hour after v2 shipped", result.switch + timedelta(hours=1)))
+    with TraceStore(url) as store:
+        for label, now in moments:
+            print(f"\nanomalies {label} (llmobs anomalies --now {now:%Y-%m-%dT%H:%M}Z)")
+            print(format_anomalies(store.anomalies(now=now), now=now))
+
+
+class _progress_bar:
+    """``progress(done, total)`` drawn with tqdm on stderr (nothing when tqdm is missing)."""
+
+    def __init__(self, disabled: bool) -> None:
+        self._disabled = disabled
+        self._bar = None
+
+    def __enter__(self):
+        if self._disabled:
+            return None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return None
+
+        def update(done: int, total: int) -> None:
+            if self._bar is None:
+                self._bar = tqdm(total=total, desc="replaying a day", unit="req", file=sys.stderr)
+            self._bar.update(done - self._bar.n)
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+COMPARED = [
+    ("requests", "requests", "{:.0f}"),
+    ("error_rate", "error rate", "{:.1%}"),
+    ("input_tokens_per_request", "input tokens / request", "{:.0f}"),
+    ("output_tokens_per_request", "output tokens / request", "{:.0f}"),
+    ("cost_per_request", "cost / request (USD)", "{:.6f}"),
+    ("p95_latency_ms", "p95 latency (ms)", "{:.0f}"),
+    ("p95_ttft_ms", "p95 time to first token (ms)", "{:.0f}"),
+    ("branch_human_review", "human-review share", "{:.1%}"),
+]
+
+
+def _print_comparison(url: str, result: object) -> None:
+    try:
+        from .analysis.store import TraceStore
+    except ImportError:
+        print("(v1 → v2 comparison: pip install 'llmobs-callbacks[analysis]')")
+        return
+    with TraceStore(url) as store:
+        table = store.compare("v1", "v2", since=result.start)
+    print("\nv1 → v2")
+    print(f"{'metric':<30}{'v1':>12}{'v2':>12}{'change':>10}")
+    for key, label, fmt in COMPARED:
+        if key not in table.index:
+            continue
+        row = table.loc[key]
+        cells = ["—" if row[v] != row[v] else fmt.format(row[v]) for v in ("v1", "v2")]
+        change = "" if row["relative"] != row["relative"] else f"{row['relative']:+.0%}"
+        print(f"{label:<30}{cells[0]:>12}{cells[1]:>12}{change:>10}")
 
 
 def _add_thresholds(parser: argparse.ArgumentParser) -> None:
@@ -297,13 +388,124 @@ def _judge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _threshold_overrides(pairs: Sequence[str]) -> dict[str, float]:
+    from .analysis.anomalies import AnomalyThresholds
+
+    known = AnomalyThresholds.names()
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in known or not value:
+            raise SystemExit(f"llmobs anomalies: --set {pair!r}: expected NAME=VALUE, NAME one of {known}")
+        out[name] = float(value)
+    return out
+
+
+def _anomalies(args: argparse.Namespace) -> int:
+    try:
+        from .analysis.anomalies import SEVERITIES, AnomalyThresholds, format_anomalies
+        from .analysis.store import TraceStore
+    except ImportError as exc:
+        print(
+            f"llmobs anomalies needs pandas and scipy: pip install 'llmobs-callbacks[analysis]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    from dataclasses import replace
+
+    thresholds = replace(AnomalyThresholds(), **_threshold_overrides(args.set))  # type: ignore[arg-type]
+    with TraceStore(resolve_database_url(args.database_url)) as store:
+        try:
+            anomalies = store.anomalies(
+                now=args.now,
+                window=args.window,
+                baseline=args.baseline,
+                thresholds=thresholds,
+                types=args.type,
+            )
+        except ValueError as exc:  # a bad --window, --now or --type
+            print(f"llmobs anomalies: {exc}", file=sys.stderr)
+            return 2
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    alerting = [a for a in anomalies if rank[a.severity] >= rank[args.min_severity]]
+    if args.json:
+        print(json.dumps([a.as_dict() for a in anomalies], indent=2))
+    else:
+        print(format_anomalies(anomalies))
+    if args.webhook:
+        _send_anomalies(args, alerting)
+    return 1 if args.fail_on_anomaly and alerting else 0
+
+
+def _send_anomalies(args: argparse.Namespace, anomalies: list) -> None:
+    """Post new anomalies to --webhook; --state FILE keeps what was sent between cron runs."""
+    from .alerts import Deduplicator, WebhookNotifier, anomaly_alert
+    from .analysis.anomalies import as_utc, parse_duration
+
+    now = as_utc(args.now)
+    if args.state:
+        dedup = Deduplicator.load(args.state, parse_duration(args.repeat_after))
+        alerts, _ = dedup.filter(anomalies, now)
+        dedup.save(args.state)
+    else:
+        alerts = [anomaly_alert(a, now) for a in anomalies]
+    if alerts:
+        WebhookNotifier(args.webhook).send(alerts)
+    print(f"sent {len(alerts)} alert(s) to the webhook", file=sys.stderr)
+
+
+def _gate(args: argparse.Namespace) -> int:
+    try:
+        from .analysis.gate import GateCriteria, parse_fraction, run_gate
+        from .analysis.store import TraceStore
+    except ImportError as exc:
+        print(f"llmobs gate needs pandas: pip install 'llmobs-callbacks[analysis]' ({exc})", file=sys.stderr)
+        return 2
+
+    def limit(text: str | None) -> float | None:
+        if text is None or text.strip().lower() in ("off", "none"):
+            return None
+        return parse_fraction(text)
+
+    criteria = GateCriteria(
+        max_cost_increase=limit(args.max_cost_increase),
+        max_latency_p95_increase=limit(args.max_latency_p95_increase),
+        max_error_rate=limit(args.max_error_rate),
+        min_quality_delta=limit(args.min_quality_delta),
+        max_token_increase=limit(args.max_token_increase),
+        min_samples=args.min_samples,
+        require_quality=args.require_quality,
+    )
+    with TraceStore(resolve_database_url(args.database_url)) as store:
+        result = run_gate(
+            store, args.baseline, args.candidate, criteria, by=args.by, since=args.since, until=args.until
+        )
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.format_table())
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmobs", description="In-process LLM observability.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="trace a small demo app into the store, then print a report")
+    demo = sub.add_parser(
+        "demo",
+        help="replay a simulated day of a support bot (prompt v1, then a costly v2) into the store, "
+        "then print the report and the v1 → v2 comparison",
+    )
     _add_db(demo)
-    demo.add_argument("--traces", type=int, default=40, help="demo requests to run (default 40)")
+    demo.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    demo.add_argument("--requests-per-hour", type=float, default=40.0, help="mean arrival rate (default 40)")
+    demo.add_argument(
+        "--traces", type=int, default=None, help="total requests instead of a rate (spread over --hours)"
+    )
+    demo.add_argument(
+        "--switch-at-hour", type=float, default=20.0, help="hour at which prompt v2 ships; -1 for never"
+    )
+    demo.add_argument("--control", action="store_true", help="v2 behaves like v1 (a control run)")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=_demo)
 
     report = sub.add_parser("report", help="summary per prompt version, model or root run")
@@ -403,6 +605,76 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve prometheus-client multiprocess files from this directory",
     )
     serve.set_defaults(func=_serve_metrics)
+
+    anomalies = sub.add_parser(
+        "anomalies",
+        help="detect anomalies: the last --window against the --baseline before it",
+        description="Compare the last --window of the store (before --now) with the --baseline before "
+        "it: token, cost and latency spikes, error rates, tool failures, empty retrievals, branch "
+        "shifts, quality drops and new prompt versions, per prompt version and model. For cron: "
+        "--fail-on-anomaly exits 1 when an anomaly at or above --min-severity is found; --webhook "
+        "posts them (Slack-compatible JSON), --state FILE remembers what was sent so each anomaly "
+        "is posted once (again after --repeat-after).",
+    )
+    _add_db(anomalies)
+    anomalies.add_argument("--now", default=None, help="end of the window: ISO time (default: now)")
+    anomalies.add_argument("--window", default="1h", help="current window (default %(default)s)")
+    anomalies.add_argument("--baseline", default="24h", help="baseline before it (default %(default)s)")
+    anomalies.add_argument("--json", action="store_true", help="print the anomalies as JSON")
+    anomalies.add_argument(
+        "--fail-on-anomaly", action="store_true", help="exit 1 on an anomaly at or above --min-severity"
+    )
+    anomalies.add_argument(
+        "--min-severity",
+        choices=["info", "warning", "critical"],
+        default="warning",
+        help="what --fail-on-anomaly and --webhook count (default %(default)s)",
+    )
+    anomalies.add_argument("--type", action="append", default=None, help="only this type (repeatable)")
+    anomalies.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a threshold of AnomalyThresholds, e.g. --set token_spike_factor=2 (repeatable)",
+    )
+    anomalies.add_argument("--webhook", default=None, help="POST anomalies to this URL (Slack-compatible)")
+    anomalies.add_argument("--state", default=None, help="JSON file de-duplicating webhook posts across runs")
+    anomalies.add_argument(
+        "--repeat-after", default="6h", help="post an ongoing anomaly again after this long (default 6h)"
+    )
+    anomalies.set_defaults(func=_anomalies)
+
+    gate = sub.add_parser(
+        "gate",
+        help="release gate: compare a candidate prompt (or model) version with a baseline",
+        description="Compare the requests of --candidate with those of --baseline (prompt versions, or "
+        "models with --by model) in the store: cost per request, p95 latency, error rate and the "
+        "mean of each quality score. Prints a table; exits 0 when every criterion passes, 1 on a "
+        "regression, 2 when either side has fewer than --min-samples requests. Limits take '20%%' "
+        "or 0.2; 'off' disables one.",
+    )
+    _add_db(gate)
+    gate.add_argument("--baseline", required=True, help="the version to compare against, e.g. v1")
+    gate.add_argument("--candidate", required=True, help="the version to release, e.g. v2")
+    gate.add_argument("--by", choices=["prompt_version", "model"], default="prompt_version")
+    gate.add_argument("--since", default=None, help="only requests since: 24h, 7d or an ISO time")
+    gate.add_argument("--until", default=None, help="only requests before this ISO time")
+    gate.add_argument("--max-cost-increase", default="20%", help="cost per request (default %(default)s)")
+    gate.add_argument(
+        "--max-latency-p95-increase", default="20%", help="p95 request latency (default %(default)s)"
+    )
+    gate.add_argument("--max-error-rate", default="2%", help="candidate's error rate (default %(default)s)")
+    gate.add_argument(
+        "--min-quality-delta", default="-0.2", help="each score's mean, candidate - baseline (default -0.2)"
+    )
+    gate.add_argument("--max-token-increase", default=None, help="tokens per request (default: not checked)")
+    gate.add_argument("--min-samples", type=int, default=30, help="requests per side (default %(default)s)")
+    gate.add_argument(
+        "--require-quality", action="store_true", help="exit 2 when there are no scores to compare"
+    )
+    gate.add_argument("--json", action="store_true", help="print the result as JSON")
+    gate.set_defaults(func=_gate)
     return parser
 
 

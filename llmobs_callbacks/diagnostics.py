@@ -3,6 +3,16 @@
 The handler must never raise into the user's code, so every internal failure ends here:
 counted by reason (exposed as ``llmobs_handler_errors_total`` / ``llmobs_spans_dropped_total``)
 and logged once per reason so a broken integration cannot flood the application's logs.
+
+Handler-error reasons are bounded (no ids or values in them): ``end_of_unknown_run`` (an end
+for a run never started here), ``invalid_token_count`` (NaN, negative, non-numeric or absurd
+usage counts: stored as NULL), ``redact`` (a redaction callable failed: the span is stored
+without its texts), ``<integration>.<entry point>`` (``langchain.on_llm_end``,
+``llama_index.span_exit``, ``llama_index_legacy.on_event_start``, ``langchain.llm_result``…:
+an argument the adapter could not read; the run is still ended and stored when it was open),
+and the worker's ``prepare_span``, ``export:<Exporter>``, ``score_write``, ``judge``….
+Benign oddities (a duplicate start or end, as when a handler is both passed and installed
+process-wide) are ``events``, not errors.
 """
 
 from __future__ import annotations
@@ -10,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 
 logger = logging.getLogger("llmobs_callbacks")
 
@@ -22,12 +33,23 @@ class Diagnostics:
         self.unpriced: Counter[str] = Counter()
         self.events: Counter[str] = Counter()  # benign, expected oddities (duplicate handlers…)
         self._logged: set[str] = set()
+        # Set by LLMObs when redaction or capture_content=False is on: exception messages may
+        # quote prompts and outputs, so logs get the type, a scrubbed message and the frames.
+        self.describe_exception: Callable[[BaseException], str] | None = None
 
     def handler_error(self, reason: str, exc: BaseException | None = None) -> None:
         with self._lock:
             self.handler_errors[reason] += 1
             first = self._first(f"error:{reason}")
         if first:
+            describe = self.describe_exception
+            if describe is not None and exc is not None:
+                logger.warning(
+                    "llmobs: internal error (%s); counted in llmobs_handler_errors_total and logged once: %s",
+                    reason,
+                    describe(exc),
+                )
+                return
             logger.warning(
                 "llmobs: internal error (%s); counted in llmobs_handler_errors_total and logged once",
                 reason,

@@ -6,7 +6,7 @@ serialising a large prompt costs more; the caller's chain should pay neither.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from .diagnostics import Diagnostics
@@ -23,11 +23,14 @@ class SpanPreparer:
         *,
         max_content_chars: int = 16_000,
         capture_content: bool = True,
+        privacy: Callable[[Sequence[SpanRecord]], None] | None = None,
     ) -> None:
         self._pricer = pricer
         self._diag = diagnostics
         self._max_chars = max_content_chars
         self._capture = capture_content
+        # redaction.PrivacyFilter: redaction, hashed user ids; None unless configured.
+        self._privacy = privacy
 
     def __call__(self, spans: Sequence[SpanRecord]) -> None:
         for span in spans:
@@ -38,6 +41,8 @@ class SpanPreparer:
                 span.input = span.output = None
                 span.metadata = span.invocation_params = None
                 span.documents = None
+        if self._privacy is not None:  # after serialisation, before any exporter sees the batch
+            self._privacy(spans)
 
     def _prepare(self, span: SpanRecord) -> None:
         span.span_id = str(span.span_id)

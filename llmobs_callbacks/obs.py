@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
+import sqlalchemy as sa
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from .diagnostics import Diagnostics
@@ -17,6 +21,13 @@ from .enrich import SpanPreparer
 from .pricing import ModelPriceOverride, Pricer
 from .processor import BatchSpanProcessor, SpanExporter, SynchronousSpanProcessor, register_atexit_shutdown
 from .recorder import Recorder
+from .redaction import PrivacyFilter, RedactSpec
+from .reliability import (
+    check_options,
+    describe_database_error,
+    install_sigterm_flush,
+    remove_sigterm_flush,
+)
 from .scores import (
     PendingScore,
     ScoreWriter,
@@ -26,11 +37,14 @@ from .scores import (
     monotonic_deadline,
     remaining,
 )
+from .sinks.durable import DurableSQLExporter, default_spool_dir, is_transient
 from .sinks.prometheus import MetricsServer, PrometheusExporter
-from .sinks.schema import resolve_database_url
+from .sinks.schema import SchemaVersionError, ensure_schema, make_engine, resolve_database_url
 from .sinks.sql import SQLExporter
 
 if TYPE_CHECKING:
+    from .alerts import Alert, AlertManager, Notifier
+    from .budget import BudgetEvent, BudgetTracker
     from .integrations.langchain import LangChainCallbackHandler
     from .integrations.llama_index import LlamaIndexInstrumentation
     from .integrations.llama_index_legacy import LlamaIndexCallbackHandler
@@ -112,6 +126,21 @@ class LLMObs:
         prometheus_registry: CollectorRegistry | Literal[False] | None = REGISTRY,
         prometheus_label_limit: int | Mapping[str, int] = 100,
         judge: Judge | None = None,
+        queue_full: Literal["drop", "block"] = "drop",
+        block_timeout_s: float = 1.0,
+        require_database: bool = True,
+        spool_dir: str | os.PathLike[str] | Literal[False] | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
+        write_retry_delays_s: Sequence[float] = (0.05, 0.25, 1.0),
+        replay_interval_s: float = 5.0,
+        database_timeout_s: float = 5.0,
+        exit_timeout_s: float = 5.0,
+        handle_sigterm: bool = True,
+        redact: RedactSpec = None,
+        hash_user_ids: bytes | str | None = None,
+        budget_usd: Mapping[str, float] | None = None,
+        on_budget: Callable[[BudgetEvent], Any] | None = None,
+        anomaly_check_every: str | float | None = None,
     ) -> None:
         """
         Args:
@@ -126,7 +155,9 @@ class LLMObs:
             max_content_chars: inputs, outputs and document texts are truncated to this.
             capture_content: ``False`` stores no prompt/response/document text at all.
             max_queue_size: finished spans waiting for the writer; beyond it spans are dropped
-                and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking.
+                and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking,
+                unless ``queue_full="block"``: then the caller waits up to ``block_timeout_s``
+                for room before the span is dropped and counted.
             open_span_ttl_s: runs still open after this long are closed as errors and stored.
             exporters: further exporters that receive every prepared batch.
             clock: epoch nanoseconds for span timestamps (default ``time.time_ns``); for replays
@@ -139,18 +170,94 @@ class LLMObs:
                 registry decides.
             judge: a ``Judge`` (sampled LLM-as-judge and rule scores of finished traces, on
                 its own worker threads); scores go to the ``scores`` table and Prometheus.
+            require_database: an unreachable database raises ``ConfigurationError`` here
+                (default); ``False`` starts anyway and spools spans until it answers.
+            spool_dir: where batches that could not be written wait for the database (default
+                ``$LLMOBS_SPOOL_DIR`` or ``~/.cache/llmobs-callbacks/spool``, one subdirectory
+                per database URL, replayed by the next process too); ``False``: no spool
+                (spans are dropped and counted as ``store_unavailable``).
+            spool_max_bytes: spool size per process; beyond it, ``spool_full`` drops.
+            write_retry_delays_s: pauses between attempts to write a failing batch before it
+                is spooled; replays are then tried every 0.5 s doubling up to
+                ``replay_interval_s`` (and whenever ``flush`` waits).
+            database_timeout_s: one attempt's wait for a locked SQLite file (busy timeout) or
+                a PostgreSQL connection (connect timeout).
+            exit_timeout_s: how long the ``atexit`` / SIGTERM flush waits for the store.
+            handle_sigterm: flush on SIGTERM, then terminate as before; installed only from
+                the main thread when SIGTERM has no handler yet (the app's own handler wins).
+            redact: built-in detectors by name (``"email"``, ``"phone"``, ``"credit_card"``,
+                ``"api_key"``, ``"ip"``; ``True`` for all) and/or callables ``str -> str``,
+                applied on the processor thread to inputs, outputs, documents, error messages,
+                attribute/tag strings and score comments before any exporter, log or judge
+                sees them (see ``redaction.py``).
+            hash_user_ids: an HMAC key: ``user_id`` is stored as its keyed HMAC-SHA256 (hex),
+                stable per key, so per-user analysis still works.
+            budget_usd: spend budgets in USD per ``"day"``, ``"week"`` and/or ``"month"`` (UTC),
+                e.g. ``{"day": 50}``: gauges ``llmobs_budget_usd{period}`` and
+                ``llmobs_budget_spend_usd{period}``, and an alert at 80 % and 100 % of each
+                (through ``alerts()``'s notifiers; logged by default). See ``budget.py``.
+            on_budget: also called with each ``BudgetEvent`` (on the alert thread).
+            anomaly_check_every: run the anomaly detectors on the store every ``"5m"`` (or
+                seconds) on a daemon thread and send new anomalies to ``alerts()``'s notifiers
+                (needs the ``analysis`` extra).
         """
+        check_options(
+            max_queue_size=max_queue_size,
+            max_batch_size=max_batch_size,
+            flush_interval_s=flush_interval_s,
+            open_span_ttl_s=open_span_ttl_s,
+            max_content_chars=max_content_chars,
+            queue_full=queue_full,
+            block_timeout_s=block_timeout_s,
+            spool_max_bytes=spool_max_bytes,
+            write_retry_delays_s=write_retry_delays_s,
+            replay_interval_s=replay_interval_s,
+            database_timeout_s=database_timeout_s,
+            exit_timeout_s=exit_timeout_s,
+            price_overrides=price_overrides,
+        )
+        if budget_usd:
+            from .budget import validate_budgets
+
+            validate_budgets(budget_usd)
+        self.exit_timeout_s = exit_timeout_s
         self.database_url = resolve_database_url(database_url)
         self.service = service or os.environ.get("LLMOBS_SERVICE")
         self.environment = environment or os.environ.get("LLMOBS_ENVIRONMENT")
         self.diagnostics = Diagnostics()
-        self.sql = SQLExporter(self.database_url, service=self.service, environment=self.environment)
+        if judge is not None and not capture_content:
+            raise ValueError("a Judge reads prompts and answers: it cannot work with capture_content=False")
+        privacy = PrivacyFilter.create(
+            self.diagnostics,
+            redact=redact,
+            hash_user_ids=hash_user_ids,
+            capture_content=capture_content,
+            max_content_chars=max_content_chars,
+        )
+        if privacy is not None and (privacy.redactor is not None or not capture_content):
+            self.diagnostics.describe_exception = privacy.describe_exception
+        self.sql, schema_ready = _open_store(
+            self.database_url, self.service, self.environment, database_timeout_s, require_database
+        )
+        if spool_dir is None and not _in_memory(self.database_url):
+            spool_dir = default_spool_dir(self.database_url)
+        # Retries, spool and replay around the SQL writer (sinks/durable.py).
+        self.durable = DurableSQLExporter(
+            self.sql,
+            self.diagnostics,
+            spool_dir=spool_dir or None,
+            spool_max_bytes=spool_max_bytes,
+            retry_delays_s=write_retry_delays_s,
+            max_recovery_interval_s=replay_interval_s,
+            schema_ready=schema_ready,
+        )
         pricer = Pricer(price_overrides)
         preparer = SpanPreparer(
             pricer,
             self.diagnostics,
-            max_content_chars=max_content_chars,
+            max_content_chars=max_content_chars + (privacy.content_margin if privacy else 0),
             capture_content=capture_content,
+            privacy=privacy,
         )
         self.metrics: PrometheusExporter | None = None
         if prometheus_registry is not None and prometheus_registry is not False:
@@ -160,12 +267,29 @@ class LLMObs:
                 diagnostics=self.diagnostics,
             )
         self._metrics_servers: list[MetricsServer] = []
-        all_exporters: list[SpanExporter] = [self.sql, *(exporters or [])]
+        if self.metrics is not None:
+            self.durable.attach_metrics(self.metrics.registry)  # llmobs_spool_*, llmobs_store_*
+        all_exporters: list[SpanExporter] = [self.durable, *(exporters or [])]
         self.judge = judge
         if judge is not None:
             all_exporters.append(judge)
         if self.metrics is not None:
             all_exporters.append(self.metrics)
+        self._alerts: AlertManager | None = None
+        self._on_budget = on_budget
+        self.budget: BudgetTracker | None = None
+        if budget_usd:
+            from .budget import BudgetTracker
+
+            now_ns = clock() if clock is not None else time.time_ns()
+            self.budget = BudgetTracker(
+                budget_usd,
+                on_event=self._budget_event,
+                registry=self.metrics.registry if self.metrics is not None else None,
+                engine=self.sql.engine,
+                now=datetime.fromtimestamp(now_ns / 1e9, tz=timezone.utc),
+            )
+            all_exporters.append(self.budget)
         if synchronous:
             self.processor: BatchSpanProcessor | SynchronousSpanProcessor = SynchronousSpanProcessor(
                 preparer, all_exporters, self.diagnostics
@@ -178,6 +302,8 @@ class LLMObs:
                 max_queue_size=max_queue_size,
                 max_batch_size=max_batch_size,
                 schedule_delay_s=flush_interval_s,
+                queue_full=queue_full,
+                block_timeout_s=block_timeout_s,
             )
         self.recorder = Recorder(
             self.processor,
@@ -186,7 +312,11 @@ class LLMObs:
             **({"clock": clock} if clock is not None else {}),
         )
         self.processor.add_housekeeping(self.recorder.evict_expired, interval_s=min(60.0, open_span_ttl_s))
-        self.scores = ScoreWriter(self.sql, self.metrics, self.diagnostics)
+        self.processor.add_housekeeping(self.durable.maintain, interval_s=0.0)  # replays when due
+        if isinstance(self.processor, BatchSpanProcessor):
+            self.durable.wake = self.processor.wake  # flush() waits; the worker replays
+        # Scores go through the durable writer too: retried and spooled during an outage.
+        self.scores = ScoreWriter(self.durable, self.metrics, self.diagnostics, privacy=privacy)
         if judge is not None:
             judge.bind(
                 recorder=self.recorder,
@@ -200,7 +330,10 @@ class LLMObs:
         self._llama_index_handler: LlamaIndexCallbackHandler | None = None
         self._lock = threading.Lock()
         self._closed = False
+        if anomaly_check_every is not None:
+            self.alerts().start(anomaly_check_every)
         self._cancel_atexit = register_atexit_shutdown(self._atexit)
+        self.handles_sigterm = handle_sigterm and install_sigterm_flush(self)
 
     # -- LangChain --------------------------------------------------------------------------
 
@@ -317,6 +450,8 @@ class LLMObs:
         rating = rating or feedback_rating(value)
         known, prompt_version = in_flight(self.recorder, trace_id)
         row = feedback_row(trace_id, value, comment, name, rating, span_id)
+        if self.recorder.clock is not time.time_ns:  # a replay or simulation: its time, not ours
+            row["created_at"] = datetime.fromtimestamp(self.recorder.clock() / 1e9, tz=timezone.utc)
         self.scores.submit(
             PendingScore(row, prompt_version, feedback_rating=rating, check_trace=True, in_flight=known)
         )
@@ -332,7 +467,9 @@ class LLMObs:
         if self.judge is not None:
             ok = self.judge.flush(remaining(deadline)) and ok
             ok = self.processor.flush(remaining(deadline)) and ok
-        return self.scores.flush(remaining(deadline)) and ok
+        ok = self.scores.flush(remaining(deadline)) and ok
+        # Scores written while the database was down are in the spool: stored only when replayed.
+        return self.durable.wait_stored(remaining(deadline)) and ok
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Flush, stop the writer and release the database. Spans ended later are counted as dropped."""
@@ -341,6 +478,7 @@ class LLMObs:
                 return True
             self._closed = True
         self._cancel_atexit()
+        remove_sigterm_flush(self)
         if "llmobs_callbacks.integrations.langchain" in sys.modules:
             LangChainInstrumentation(self).close()
         if self._handler is not None:
@@ -349,17 +487,30 @@ class LLMObs:
             self._llama_index.close()
         if self._llama_index_handler is not None:
             self._llama_index_handler.bind(None)
+        deadline = monotonic_deadline(timeout)  # one budget for every step (exit must not stall)
         flushed = self.processor.flush(timeout)
         if self.judge is not None:
-            flushed = self.judge.close(timeout) and flushed
-        flushed = self.scores.close(timeout) and flushed
-        flushed = self.processor.shutdown(timeout) and flushed
+            flushed = self.judge.close(remaining(deadline)) and flushed
+        flushed = self.scores.close(remaining(deadline)) and flushed
+        flushed = self.processor.shutdown(remaining(deadline)) and flushed
+        if self._alerts is not None:  # after the processor: budget alerts of the last spans
+            flushed = self._alerts.close(remaining(deadline)) and flushed
         for server in self._metrics_servers:
             server.close()
+        left = self.durable.pending_spans()
+        if left:
+            logging.getLogger("llmobs_callbacks").warning(
+                "llmobs: %d span(s) stay spooled in %s; the next process using this database replays them",
+                left,
+                self.durable.spool.directory if self.durable.spool is not None else None,
+            )
         return flushed
 
     def _atexit(self) -> None:
-        self.shutdown(timeout=5.0)
+        self.shutdown(timeout=self.exit_timeout_s)
+
+    def _on_exit(self, timeout: float) -> None:  # SIGTERM (reliability.install_sigterm_flush)
+        self.shutdown(timeout=timeout)
 
     def serve_metrics(self, port: int = 9464, addr: str = "127.0.0.1") -> MetricsServer:
         """Serve the Prometheus metrics on ``http://addr:port/metrics`` from a daemon thread,
@@ -374,11 +525,61 @@ class LLMObs:
             self._metrics_servers.append(server)
         return server
 
+    # -- alerts and budgets -----------------------------------------------------------------
+
+    def alerts(
+        self,
+        notify: Sequence[Notifier | Callable[[Alert], Any]] | None = None,
+        *,
+        window: str | None = None,
+        baseline: str | None = None,
+        thresholds: Any = None,
+        repeat_after: str | bool | None = False,
+        min_severity: str | None = None,
+        notify_resolved: bool | None = None,
+    ) -> AlertManager:
+        """The alert manager of this LLMObs (created on first use; later calls reconfigure it).
+
+        ``notify``: ``WebhookNotifier(url)`` (Slack-compatible JSON POST), ``LoggingNotifier()``,
+        or any callable ``fn(alert)`` (default: logging). ``check()`` detects anomalies in the
+        store now and sends the new ones (de-duplicated; repeated after ``repeat_after``,
+        default 6 h); ``LLMObs(anomaly_check_every="5m")`` does it in the background. Budget
+        alerts go to the same notifiers. Other options: see ``alerts.AlertManager``.
+        """
+        from .alerts import AlertManager, as_notifier
+
+        with self._lock:
+            if self._alerts is None:
+                self._alerts = AlertManager(
+                    self.sql.engine,
+                    notify,
+                    clock=lambda: datetime.fromtimestamp(self.recorder.clock() / 1e9, tz=timezone.utc),
+                )
+                if self._on_budget is not None:
+                    self._alerts.budget_callbacks.append(self._on_budget)
+            elif notify is not None:
+                self._alerts.notifiers = [as_notifier(n) for n in notify]
+            manager = self._alerts
+        manager.configure(
+            window=window,
+            baseline=baseline,
+            thresholds=thresholds,
+            repeat_after=repeat_after,
+            min_severity=min_severity,
+            notify_resolved=notify_resolved,
+        )
+        return manager
+
+    def _budget_event(self, event: BudgetEvent) -> None:
+        # On the processor thread: only queue (the alert thread delivers).
+        self.alerts().budget_alert(event)
+
     def stats(self) -> dict[str, Any]:
         """What was dropped, failed or left unpriced, and what is pending."""
         snapshot: dict[str, Any] = self.diagnostics.snapshot()
         snapshot["queued_spans"] = self.processor.queue_size()
         snapshot["open_spans"] = self.recorder.open_span_count()
+        snapshot["spool"] = self.durable.stats()
         if self.judge is not None:
             snapshot["judge"] = self.judge.stats()
         return snapshot
@@ -388,3 +589,29 @@ class LLMObs:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _in_memory(url: str) -> bool:
+    parsed = sa.engine.make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def _open_store(
+    url: str, service: str | None, environment: str | None, timeout_s: float, required: bool
+) -> tuple[SQLExporter, bool]:
+    """The SQL exporter, with its schema ensured (True) or deferred until the database answers."""
+    try:
+        engine = make_engine(url, timeout_s=timeout_s)
+        sql = SQLExporter(engine, service=service, environment=environment, create_schema=False)
+    except Exception as exc:  # a malformed URL, a missing driver, a directory we cannot create
+        raise describe_database_error(url, exc) from exc
+    try:
+        ensure_schema(engine)
+    except SchemaVersionError:
+        raise
+    except Exception as exc:  # turned into a clear error, or spooling by choice
+        if required or not is_transient(exc):
+            engine.dispose()
+            raise describe_database_error(url, exc) from exc
+        return sql, False
+    return sql, True

@@ -2,9 +2,15 @@
 
 ``BatchSpanProcessor`` follows the OpenTelemetry SDK's design: a bounded deque filled by the
 caller, one daemon worker that wakes on a timer or when a batch is ready, prepares the batch
-(pricing, serialisation) and fans it out to the exporters. The caller never waits for I/O;
-when the queue is full the span is dropped and counted. ``flush`` enqueues a marker and waits
-until the worker has exported everything queued before it.
+(pricing, serialisation) and fans it out to the exporters. The caller never waits for I/O.
+When the queue is full the span is dropped and counted (``queue_full="drop"``, the default),
+or the caller waits up to ``block_timeout_s`` for room and then drops and counts it
+(``queue_full="block"``). ``flush`` enqueues a marker, waits until the worker has exported
+everything queued before it, then until exporters that keep a backlog (the durable SQL
+writer's spool, ``wait_stored``) have stored it.
+
+Each exporter sees a batch once: retrying a failed write is the exporter's business
+(``sinks.durable``), so a database outage never re-counts Prometheus samples or re-judges.
 
 ``SynchronousSpanProcessor`` exports on the caller's thread: for scripts and serverless
 functions that must not return before their spans are stored.
@@ -38,6 +44,7 @@ class SpanExporter(Protocol):
 
 Preparer = Callable[[Sequence[SpanRecord]], None]
 Housekeeping = Callable[[], None]
+QUEUE_FULL_POLICIES = ("drop", "block")
 
 
 class _FlushMarker:
@@ -66,6 +73,17 @@ class _Pipeline:
             except Exception as exc:  # noqa: BLE001 - one failing sink must not starve the others
                 self._diag.handler_error(f"export:{type(exporter).__name__}", exc)
                 self._diag.dropped(f"export_failed:{type(exporter).__name__}", len(batch))
+
+    def wait_stored(self, timeout: float | None) -> bool:
+        """Wait for exporters with a backlog of their own (a spool) to store it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ok = True
+        for exporter in self._exporters:
+            wait = getattr(exporter, "wait_stored", None)
+            if wait is not None:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                ok = wait(left) and ok
+        return ok
 
     def shutdown(self) -> None:
         for exporter in self._exporters:
@@ -102,14 +120,15 @@ class SynchronousSpanProcessor:
     def flush(self, timeout: float | None = None) -> bool:
         for task in self._housekeeping:
             task()
-        return True
+        return self._pipeline.wait_stored(timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
+        flushed = True
         if not self._closed:
-            self.flush()
+            flushed = self.flush(timeout)
             self._closed = True
             self._pipeline.shutdown()
-        return True
+        return flushed
 
     def queue_size(self) -> int:
         return 0
@@ -125,11 +144,19 @@ class BatchSpanProcessor:
         max_queue_size: int = 20_000,
         max_batch_size: int = 512,
         schedule_delay_s: float = 0.5,
+        queue_full: str = "drop",
+        block_timeout_s: float = 1.0,
     ) -> None:
         if max_queue_size < 1 or max_batch_size < 1:
             raise ValueError("max_queue_size and max_batch_size must be at least 1")
+        if queue_full not in QUEUE_FULL_POLICIES:
+            raise ValueError(f"queue_full must be one of {QUEUE_FULL_POLICIES}, not {queue_full!r}")
+        if not block_timeout_s >= 0:
+            raise ValueError(f"block_timeout_s must be >= 0, not {block_timeout_s!r}")
         self._pipeline = _Pipeline(preparer, exporters, diagnostics)
         self._diag = diagnostics
+        self._block = queue_full == "block"
+        self._block_timeout_s = block_timeout_s
         self._max_queue_size = max_queue_size
         self._max_batch_size = max_batch_size
         self._schedule_delay_s = schedule_delay_s
@@ -144,6 +171,8 @@ class BatchSpanProcessor:
     def _start_worker(self) -> None:
         self._queue: deque[SpanRecord | _FlushMarker] = deque()
         self._wake = threading.Event()
+        self._room = threading.Condition()  # "block" policy: the worker took spans off the queue
+        self._blocked = 0
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name="llmobs-span-processor", daemon=True)
         self._worker.start()
@@ -155,27 +184,54 @@ class BatchSpanProcessor:
         if self._closed:
             self._diag.dropped("after_shutdown")
             return
-        if len(queue) >= self._max_queue_size:
+        if len(queue) >= self._max_queue_size and not self._wait_for_room():
             self._diag.dropped("queue_full")
             return
         queue.append(span)
         if len(queue) >= self._max_batch_size:
             self._wake.set()
 
+    def _wait_for_room(self) -> bool:
+        """``queue_full="block"``: wait (bounded) for the worker to make room; False to drop."""
+        if not self._block or threading.current_thread() is self._worker:
+            return False  # the worker itself (evicting stale runs) must never wait on itself
+        self._wake.set()
+        with self._room:
+            self._blocked += 1
+            try:
+                return (
+                    self._room.wait_for(
+                        lambda: len(self._queue) < self._max_queue_size or self._closed, self._block_timeout_s
+                    )
+                    and not self._closed
+                )
+            finally:
+                self._blocked -= 1
+
     # -- control ----------------------------------------------------------------------------
 
     def add_housekeeping(self, task: Housekeeping, interval_s: float) -> None:
         self._housekeeping.append((task, interval_s))
 
+    def wake(self) -> bool:
+        """Run the worker's loop (housekeeping included) now; False when no worker runs."""
+        self._wake.set()
+        return self._worker.is_alive() and not self._stopping
+
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Block until every span queued before this call is exported (or the timeout)."""
+        """Block until every span queued before this call is stored (True) or the timeout
+        (False: still queued, or spooled while the database is unavailable)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         if not self._worker.is_alive():
             self._drain()
-            return True
-        marker = _FlushMarker()
-        self._queue.append(marker)
-        self._wake.set()
-        return marker.done.wait(timeout)
+        else:
+            marker = _FlushMarker()
+            self._queue.append(marker)
+            self._wake.set()
+            if not marker.done.wait(timeout):
+                return False
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self._pipeline.wait_stored(left)
 
     def shutdown(self, timeout: float | None = 10.0) -> bool:
         if self._closed:
@@ -184,7 +240,13 @@ class BatchSpanProcessor:
         self._closed = True
         self._stopping = True
         self._wake.set()
+        with self._room:
+            self._room.notify_all()
         self._worker.join(timeout)
+        if self._worker.is_alive():
+            left = self.queue_size()  # still queued after the timeout: lost, so counted
+            if left:
+                self._diag.dropped("shutdown_timeout", left)
         self._pipeline.shutdown()
         return flushed
 
@@ -220,6 +282,9 @@ class BatchSpanProcessor:
                     markers.append(item)
                     break  # everything before the marker is in this batch
                 batch.append(item)
+            if self._blocked:
+                with self._room:
+                    self._room.notify_all()
             if batch:
                 self._pipeline.export(batch)
             for marker in markers:

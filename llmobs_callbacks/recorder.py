@@ -158,7 +158,8 @@ class Recorder:
     def first_token(self, span_id: SpanId) -> None:
         span = self._open.get(span_id)
         if span is not None and span.first_token_ns is None:
-            span.first_token_ns = self.clock()
+            # max(): a wall clock stepped back (NTP) must not give a negative time to first token
+            span.first_token_ns = max(self.clock(), span.start_ns)
 
     def get(self, span_id: SpanId | None) -> SpanRecord | None:
         return self._open.get(span_id)
@@ -192,7 +193,9 @@ class Recorder:
             else:
                 self._diag.handler_error("end_of_unknown_run")
             return None
-        span.end_ns = max(end_ns or self.clock(), span.start_ns)
+        span.end_ns = end = max(end_ns or self.clock(), span.start_ns)
+        if span.first_token_ns is not None and span.first_token_ns > end:
+            span.first_token_ns = end  # the clock stepped back between first token and end
         if output is not None:
             span.output = output
         if error is not None:
@@ -275,7 +278,10 @@ class Recorder:
 def _text(value: Any) -> str | None:
     if value is None or type(value) is str:
         return value
-    return str(value)
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a declared id whose __str__ raises: keep the span, not the id
+        return None
 
 
 def set_error(span: SpanRecord, error: BaseException) -> None:

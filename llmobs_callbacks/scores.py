@@ -25,6 +25,7 @@ from .diagnostics import Diagnostics
 
 if TYPE_CHECKING:
     from .recorder import Recorder
+    from .redaction import PrivacyFilter
     from .sinks.prometheus import PrometheusExporter
     from .sinks.sql import SQLExporter
 
@@ -68,8 +69,10 @@ class ScoreWriter:
         *,
         max_queue_size: int = 10_000,
         max_batch_size: int = 500,
+        privacy: PrivacyFilter | None = None,
     ) -> None:
         self._sql = sql
+        self._privacy = privacy  # comments are redacted (or dropped) on this thread
         self._metrics = metrics
         self._diag = diagnostics
         self._max_queue = max_queue_size
@@ -137,6 +140,9 @@ class ScoreWriter:
                 marker.done.set()
 
     def _write(self, batch: list[PendingScore]) -> None:
+        if self._privacy is not None:
+            for p in batch:
+                self._privacy.score_row(p.row)
         try:
             unchecked = [p for p in batch if p.check_trace]
             if unchecked:

@@ -19,6 +19,7 @@ from lc_fakes import ai, chat
 
 from llmobs_callbacks import LLMObs
 from llmobs_callbacks.analysis import TraceStore, TraceTree
+from llmobs_callbacks.analysis.store import SPAN_COLUMNS
 from llmobs_callbacks.cli import main
 from llmobs_callbacks.demo import KNOWLEDGE, ScoredRetriever, build_app
 from llmobs_callbacks.sinks.tables import ScoreRow
@@ -125,12 +126,15 @@ def store(db_url: str):
 
 
 def _capture(ts: TraceStore) -> list[str]:
+    """The SQL statements ``ts`` runs, through SQLAlchemy or through its ADBC reader."""
     statements: list[str] = []
 
     @sa.event.listens_for(ts.engine, "before_cursor_execute")
     def _record(conn, cursor, statement, parameters, context, executemany):
         statements.append(statement)
 
+    if ts._reader is not None:
+        ts._reader.trace = statements.append
     return statements
 
 
@@ -285,6 +289,50 @@ def test_cost_series_and_forecast(store: TraceStore) -> None:
     assert forecast["rate_usd_per_day"] == pytest.approx(rate * 86400)
     with pytest.raises(ValueError):
         store.forecast_cost(period="year")
+
+
+def test_forecast_cost_per_day_and_week(store: TraceStore) -> None:
+    ((total,),) = sql(store.url, "select sum(cost_usd) from spans where kind = 'llm'")
+    first = store.spans(kind="llm")["start_time"].min().to_pydatetime()
+    # 2025-03-03 is a Monday: at 18:00 the day and the ISO week both began at 00:00 that day
+    now = T0 + timedelta(hours=10)
+    rate = total / (now - first).total_seconds()
+    day = store.forecast_cost(period="day", now=now)
+    assert day["period_start"] == datetime(2025, 3, 3, tzinfo=timezone.utc)
+    assert day["period_end"] == datetime(2025, 3, 4, tzinfo=timezone.utc)
+    assert day["spent_usd"] == pytest.approx(total)
+    assert day["projected_usd"] == pytest.approx(total + rate * 6 * 3600)  # 18:00 → midnight
+    week = store.forecast_cost(period="week", lookback="24h", now=now)
+    assert week["period_end"] == datetime(2025, 3, 10, tzinfo=timezone.utc)
+    assert week["projected_usd"] == pytest.approx(total + rate * (6 * 3600 + 6 * 86400))
+    # on Wednesday noon: nothing spent today, the week's spend is Monday's; the 7-day rate runs
+    # from the first call to now
+    later = datetime(2025, 3, 5, 12, 0, tzinfo=timezone.utc)
+    rate = total / (later - first).total_seconds()
+    day = store.forecast_cost(period="day", now=later)
+    assert day["spent_usd"] == 0.0 and day["projected_usd"] == pytest.approx(rate * 12 * 3600)
+    week = store.forecast_cost(period="week", now=later)
+    assert week["period_start"] == datetime(2025, 3, 3, tzinfo=timezone.utc)
+    assert week["spent_usd"] == pytest.approx(total)
+    assert week["projected_usd"] == pytest.approx(total + rate * (12 * 3600 + 4 * 86400))
+    assert week["period"] == "week" and week["rate_usd_per_day"] == pytest.approx(rate * 86400)
+    # a lookback window with no spend: the projection is what was spent
+    assert store.forecast_cost(period="day", lookback="1h", now=later)["projected_usd"] == 0.0
+
+
+def test_spans_content_only_on_request(store: TraceStore) -> None:
+    default = store.spans(kind="llm")
+    assert "input" not in default.columns and "output" not in default.columns
+    assert "attributes" in default.columns and "error_message" in default.columns
+    full = store.spans(kind="llm", content=True)
+    assert list(full.columns) == SPAN_COLUMNS and len(full.columns) == len(default.columns) + 2
+    stored = dict(sql(store.url, "select span_id, output from spans where kind = 'llm'"))
+    assert full.set_index("span_id")["output"].to_dict() == stored
+    assert "answer v1 0" in stored[full.iloc[0]["span_id"]]
+    only = store.spans(kind="llm", columns=["span_id", "input"])
+    assert only.columns.tolist() == ["span_id", "input"]
+    # a trace tree keeps every column, content included
+    assert all("output" in node.span for node in store.trace(store.ids["0"]).nodes)
 
 
 def test_branches_scores_and_documents(store: TraceStore) -> None:

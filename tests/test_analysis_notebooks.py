@@ -17,7 +17,22 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 def test_notebooks_execute_on_a_demo_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
-    assert main(["demo", "--database-url", url, "--traces", "12"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--database-url",
+                url,
+                "--hours",
+                "6",
+                "--requests-per-hour",
+                "20",
+                "--switch-at-hour",
+                "4",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     monkeypatch.setenv("LLMOBS_DATABASE_URL", url)  # the kernel inherits the environment
     monkeypatch.setenv("MPLBACKEND", "Agg")
@@ -39,3 +54,8 @@ def test_notebooks_execute_on_a_demo_store(tmp_path: Path, monkeypatch: pytest.M
         printed[path.name] = "".join(o.get("text", "") for o in outputs)
     # the quickstart printed a trace tree, whose root is the demo graph
     assert "chain support_bot" in printed["01_quickstart.ipynb"]
+    # ... and the chain it instrumented itself, read back from the store as a tree
+    assert "GenericFakeChatModel" in printed["01_quickstart.ipynb"]
+    # the drift notebook finds the case study's regression an hour after v2 shipped
+    assert "token_spike" in printed["03_quality_and_drift.ipynb"]
+    assert "prompt version v2" in printed["03_quality_and_drift.ipynb"]

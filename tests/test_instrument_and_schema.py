@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 
 import pytest
@@ -54,6 +55,8 @@ def test_upgrade_adds_missing_columns_without_losing_rows(db_url: str) -> None:
         assert obs.flush()
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:  # pretend the database predates these columns
+        # and the analysis index that covers one of them (SQLite cannot drop an indexed column)
+        conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_llm_trace"))
         conn.execute(sa.text("ALTER TABLE spans DROP COLUMN ttft_ms"))
         conn.execute(sa.text("ALTER TABLE spans DROP COLUMN price_source"))
         conn.execute(sa.text("UPDATE llmobs_schema SET version = 0"))
@@ -91,14 +94,22 @@ def test_database_url_from_environment(tmp_path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_cli_demo_then_report(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--database-url", db_url, "--traces", "20"]) == 0
+    args = ["--traces", "40", "--hours", "4", "--switch-at-hour", "2", "--no-progress"]
+    assert main(["demo", "--database-url", db_url, *args]) == 0
     out = capsys.readouterr().out
-    assert "traced 20 demo requests" in out
-    lines = {line.split()[0]: line.split() for line in out.splitlines() if line[:2] in ("v1", "v2")}
-    assert set(lines) == {"v1", "v2"} and lines["v1"][1] == "10" and lines["v2"][1] == "10"
+    replayed = int(re.search(r"replayed (\d+) demo requests over a simulated 4 h", out).group(1))
+    table = [line.split() for line in out.splitlines() if line[:3] in ("v1 ", "v2 ")]
+    lines = {cells[0]: cells for cells in table if cells[1].isdigit()}  # the report's rows
+    assert set(lines) == {"v1", "v2"}
+    assert int(lines["v1"][1]) + int(lines["v2"][1]) == replayed
+    assert "v1 → v2" in out and "human-review share" in out  # the comparison follows the report
+    roots = dict(
+        sql(db_url, "select prompt_version, count(*) from spans where parent_span_id is null group by 1")
+    )
     assert main(["report", "--database-url", db_url, "--format", "json"]) == 0
     report = {r["group"]: r for r in json.loads(capsys.readouterr().out)}
-    assert report["v1"]["requests"] == 10 and report["v2"]["requests"] == 10
+    assert {g: r["requests"] for g, r in report.items()} == roots
+    assert int(lines["v1"][1]) == roots["v1"] and int(lines["v2"][1]) == roots["v2"]
     # the report's totals are the store's totals
     ((tokens, cost),) = sql(db_url, "select sum(input_tokens), sum(cost_usd) from spans where kind = 'llm'")
     assert report["v1"]["input_tokens"] + report["v2"]["input_tokens"] == tokens
@@ -106,5 +117,5 @@ def test_cli_demo_then_report(db_url: str, capsys: pytest.CaptureFixture[str]) -
     assert report["v2"]["cost_per_request"] > report["v1"]["cost_per_request"]  # v2 is the verbose prompt
     assert report["v1"]["p50_latency_ms"] <= report["v1"]["p95_latency_ms"]
     (branches,) = sql(db_url, "select count(*) from branch_decisions")
-    assert branches[0] == 20  # one routing decision per request
+    assert branches[0] == replayed  # one routing decision per request
     assert sql(db_url, "select count(*) from retrieved_documents where score is not null")[0][0] > 0

@@ -424,6 +424,13 @@ def test_every_metric_of_the_design_table_with_its_type_and_labels(
         "llmobs_handler_errors": ("counter", {"reason"}),
         # beyond the table: OpenTelemetry's gen_ai.client.token.usage
         "llmobs_llm_token_usage": ("histogram", {"model", "provider", "type"}),
+        # beyond the table: the writer's outage spool (sinks/durable.py)
+        "llmobs_spool_spans_written": ("counter", set()),
+        "llmobs_spool_spans_replayed": ("counter", set()),
+        "llmobs_spool_pending_spans": ("gauge", set()),
+        "llmobs_store_write_failures": ("counter", set()),
+        "llmobs_store_outages": ("counter", set()),
+        "llmobs_store_available": ("gauge", set()),
     }
     with LLMObs(sqlite_url, prometheus_registry=reg) as obs:
         run_traffic(obs)

@@ -177,6 +177,13 @@ NOT_IN_STORE = (
     "llmobs_feedback",
     "llmobs_handler_errors",
     "llmobs_spans_dropped",
+    # the writer's own health (sinks/durable.py): about this process, not the stored spans
+    "llmobs_spool_spans_written",
+    "llmobs_spool_spans_replayed",
+    "llmobs_spool_pending_spans",
+    "llmobs_store_write_failures",
+    "llmobs_store_outages",
+    "llmobs_store_available",
 )
 
 

@@ -12,12 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-
-from ..sinks.tables import SpanRow
-
-_S = SpanRow.__table__.c
 
 
 @dataclass
@@ -63,46 +58,26 @@ def parse_since(since: str | None, now: datetime | None = None) -> datetime | No
 def summarize(engine: Engine, by: str = "prompt_version", since: str | None = None) -> list[GroupSummary]:
     if by not in ("prompt_version", "model", "root"):
         raise ValueError("by must be one of: prompt_version, model, root")
-    query = sa.select(
-        _S.trace_id,
-        _S.parent_span_id,
-        _S.kind,
-        _S.name,
-        _S.status,
-        _S.start_time,
-        _S.latency_ms,
-        _S.model,
-        _S.prompt_version,
-        _S.input_tokens,
-        _S.output_tokens,
-        _S.cost_usd,
-    ).order_by(_S.start_time)
-    start = parse_since(since)
-    if start is not None:
-        query = query.where(_S.start_time >= start)
-    traces: dict[str, dict[str, Any]] = defaultdict(
-        lambda: {"root": None, "group": None, "llm": 0, "in": 0, "out": 0, "cost": None}
-    )
+    from .store import traces_query  # store.py imports this module
+
+    # One row per trace (SQL aggregates over its LLM calls), the same definitions as TraceStore.
+    traces: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        for row in conn.execute(query):
-            t = traces[row.trace_id]
-            if row.parent_span_id is None:
-                t["root"] = row
-                if by == "prompt_version" and row.prompt_version is not None:
-                    t["group"] = row.prompt_version  # declared on the whole trace
-            if row.kind == "llm":
-                t["llm"] += 1
-                t["in"] += row.input_tokens or 0
-                t["out"] += row.output_tokens or 0
-                if row.cost_usd is not None:
-                    t["cost"] = (t["cost"] or 0.0) + row.cost_usd
-                if t["group"] is None and by != "root":
-                    t["group"] = row.prompt_version if by == "prompt_version" else row.model
+        for row in conn.execute(traces_query(since=parse_since(since))):
+            key = {"root": row.name, "model": row.model}.get(by, row.prompt_version)
+            traces.append(
+                {
+                    "root": row,
+                    "group": key,
+                    "llm": row.llm_calls,
+                    "in": row.input_tokens,
+                    "out": row.output_tokens,
+                    "cost": row.cost_usd,
+                }
+            )
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for t in traces.values():
-        if t["root"] is None:
-            continue  # a trace whose root is outside the window or still running
-        key = t["root"].name if by == "root" else t["group"]
+    for t in traces:
+        key = t["group"]
         groups["(none)" if key is None else str(key)].append(t)
     result = []
     for key in sorted(groups):

@@ -2,7 +2,10 @@
 
 Every query is a SQLAlchemy Core ``select``: filters, joins and per-trace aggregates run in the
 database; pandas only shapes the (already filtered) result, computes percentiles and resamples
-time series. Times come back as UTC-aware ``datetime64[ns, UTC]``.
+time series. Times come back UTC-aware (``datetime64[us, UTC]``); JSON columns decoded.
+
+Results are read through the ADBC drivers when they are installed (``fetch.py``: Arrow columns,
+no Python object per value), else through SQLAlchemy; both give the same frames.
 
 Definitions shared with ``llmobs report`` (``report.py``): a *request* is a trace (one root
 span); its tokens, cost and LLM call count are sums over its ``llm`` spans; its prompt version
@@ -12,6 +15,7 @@ is the one declared on the root, else the first LLM call's; its model is the fir
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -21,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from ..sinks.schema import make_engine
 from ..sinks.tables import BranchDecisionRow, RetrievedDocumentRow, ScoreRow, SpanRow
+from .fetch import ArrowReader
 from .report import parse_since
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,13 +33,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .tree import TraceTree
 
+logger = logging.getLogger(__name__)
+
 SPANS = SpanRow.__table__
 DOCS = RetrievedDocumentRow.__table__
 SCORES = ScoreRow.__table__
 BRANCHES = BranchDecisionRow.__table__
 SPAN_COLUMNS = [c.name for c in SPANS.columns]
+CONTENT_COLUMNS = ("input", "output")  # left out of spans() unless content=True: most of a row's bytes
 _JSON_TYPES = (sa.JSON,)
 _GROUPINGS = ("prompt_version", "model", "root")
+_LLM = sa.literal_column("'llm'")  # rendered inline: a partial index on kind = 'llm' matches it
 
 
 def _pandas() -> Any:
@@ -83,6 +92,124 @@ def _time_filters(column: sa.ColumnElement, since: Any, until: Any) -> list[sa.C
     return out
 
 
+def roots_query(
+    since: Any = None,
+    until: Any = None,
+    name: str | None = None,
+    status: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    trace_id: str | Sequence[str] | None = None,
+) -> sa.Select:
+    """The ids of the traces whose root matches the root-level filters (an index range on
+    ``ix_spans_root_start``)."""
+    r = SPANS.alias("root").c
+    query = sa.select(r.trace_id).where(
+        r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until)
+    )
+    return _where_equal(
+        query,
+        (r.name, name),
+        (r.status, status),
+        (r.session_id, session_id),
+        (r.user_id, user_id),
+        (r.trace_id, trace_id),
+    )
+
+
+def traces_query(
+    since: Any = None,
+    until: Any = None,
+    name: str | None = None,
+    status: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    prompt_version: str | None = None,
+    model: str | None = None,
+    trace_id: str | Sequence[str] | None = None,
+) -> sa.Select:
+    """One row per trace whose root matches, oldest first, with its LLM calls' sums and first
+    call: the query behind ``TraceStore.traces()`` and ``llmobs report`` (no pandas needed)."""
+    c = SPANS.c
+    root = SPANS.alias("root")
+    r = root.c
+    # Every LLM call of the selected traces in one pass (the partial index ix_spans_llm_trace
+    # holds them in (trace_id, start_time) order): per trace, the sums, the count and the
+    # first call's ttft / prompt version / model (row_number 1), instead of three correlated
+    # lookups per trace. The literal 'llm' (not a bound parameter) lets planners match the
+    # partial index's WHERE.
+    calls = sa.select(
+        c.trace_id,
+        sa.func.row_number().over(partition_by=c.trace_id, order_by=(c.start_time, c.span_id)).label("n"),
+        c.ttft_ms,
+        c.prompt_version,
+        c.model,
+        c.input_tokens,
+        c.output_tokens,
+        c.cost_usd,
+    ).where(c.kind == _LLM)
+    root_filters = (since, until, name, status, session_id, user_id, trace_id)
+    if any(f is not None for f in root_filters):
+        # Only the LLM calls of the traces in the window, not every call in the store.
+        calls = calls.where(c.trace_id.in_(roots_query(*root_filters)))
+    calls = calls.subquery("calls")
+    k = calls.c
+
+    def first(column: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.max(sa.case((k.n == 1, column)))  # the one value of row_number 1
+
+    # A GROUP BY (not a filtered window): SQLite joins an aggregate subquery through an
+    # automatic index, but scans a window subquery once per root.
+    llm = (
+        sa.select(
+            k.trace_id,
+            sa.func.count().label("llm_calls"),
+            sa.func.sum(k.input_tokens).label("input_tokens"),
+            sa.func.sum(k.output_tokens).label("output_tokens"),
+            sa.func.sum(k.cost_usd).label("cost_usd"),
+            first(k.ttft_ms).label("ttft_ms"),
+            first(k.prompt_version).label("prompt_version"),
+            first(k.model).label("model"),
+        )
+        .group_by(k.trace_id)
+        .subquery("llm")
+    )
+    version = sa.func.coalesce(r.prompt_version, llm.c.prompt_version)
+    first_model = llm.c.model
+    query = (
+        sa.select(
+            r.trace_id,
+            r.name,
+            r.start_time,
+            r.latency_ms,
+            llm.c.ttft_ms,
+            r.status,
+            r.error_type,
+            sa.func.coalesce(llm.c.input_tokens, 0).label("input_tokens"),
+            sa.func.coalesce(llm.c.output_tokens, 0).label("output_tokens"),
+            llm.c.cost_usd,
+            version.label("prompt_version"),
+            first_model.label("model"),
+            r.session_id,
+            r.user_id,
+            sa.func.coalesce(llm.c.llm_calls, 0).label("llm_calls"),
+        )
+        .select_from(root.outerjoin(llm, llm.c.trace_id == r.trace_id))
+        .where(r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until))
+    )
+    query = _where_equal(
+        query,
+        (r.name, name),
+        (r.status, status),
+        (r.session_id, session_id),
+        (r.user_id, user_id),
+        (version, prompt_version),
+        (first_model, model),
+        (r.trace_id, trace_id),
+    )
+    return query.order_by(r.start_time)
+
+
 class TraceStore:
     """Read the llmobs store into pandas (``pip install 'llmobs-callbacks[analysis]'``).
 
@@ -92,12 +219,21 @@ class TraceStore:
     >>> ts.trace(trace_id)                           # an indented tree; a waterfall in Jupyter
     """
 
-    def __init__(self, url_or_engine: str | Engine) -> None:
+    def __init__(self, url_or_engine: str | Engine, arrow: bool = True) -> None:
+        """``arrow=False`` reads through SQLAlchemy even when the ADBC drivers are installed."""
         _pandas()
         self._owns_engine = isinstance(url_or_engine, str)
         self.engine: Engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        self._reader = ArrowReader.create(self.engine, self._owns_engine) if arrow else None
+
+    @property
+    def reader(self) -> str:
+        """How results are read: ``"adbc-sqlite"``, ``"adbc-postgresql"`` or ``"sqlalchemy"``."""
+        return self._reader.name if self._reader is not None else "sqlalchemy"
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -112,8 +248,38 @@ class TraceStore:
 
     # -- low level -----------------------------------------------------------------------
 
-    def _frame(self, query: sa.Select, time_columns: Iterable[str] = (), json_columns: Iterable[str] = ()):
-        """Run ``query``; build the DataFrame column-wise; convert times and JSON vectorised."""
+    def _frame(
+        self,
+        query: sa.Select,
+        time_columns: Iterable[str] = (),
+        json_columns: Iterable[str] = (),
+        split_on: sa.Column | None = None,
+    ):
+        """Run ``query`` (through ADBC when it can, else SQLAlchemy); convert times and JSON
+        column-wise. ``split_on``: see ``ArrowReader.read``."""
+        frame = self._arrow_frame(query, split_on)
+        if frame is None:
+            frame = self._sqlalchemy_frame(query)
+        for name in time_columns:
+            if name in frame:
+                frame[name] = _utc_series(frame[name])
+        for name in json_columns:
+            if name in frame and len(frame):
+                frame[name] = _json_column(frame[name])
+        return frame
+
+    def _arrow_frame(self, query: sa.Select, split_on: sa.Column | None = None) -> pd.DataFrame | None:
+        """The result through ADBC (Arrow columns, no Python object per value); None if it fails."""
+        if self._reader is None:
+            return None
+        try:
+            table = self._reader.read(query, split_on)
+        except Exception as exc:  # noqa: BLE001 - any driver failure: the SQLAlchemy path answers
+            logger.debug("llmobs: %s read failed, reading through SQLAlchemy: %r", self._reader.name, exc)
+            return None
+        return table.to_pandas()
+
+    def _sqlalchemy_frame(self, query: sa.Select) -> pd.DataFrame:
         pd = _pandas()
         # Skip SQLAlchemy's per-row result processing (datetime parsing, JSON decoding): pandas
         # does the same work per column, much faster on large results.
@@ -132,14 +298,7 @@ class TraceStore:
             # No column has a result processor (NullType): the DBAPI's plain tuples are the values.
             rows = result.cursor.fetchall() if result.cursor is not None else []
             result.close()
-        frame = pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
-        for name in time_columns:
-            if name in frame:
-                frame[name] = _utc_series(frame[name])
-        for name in json_columns:
-            if name in frame and len(frame):
-                frame[name] = _json_column(frame[name])
-        return frame
+        return pd.DataFrame.from_records(rows, columns=names, coerce_float=True)
 
     # -- rows ------------------------------------------------------------------------------
 
@@ -156,12 +315,19 @@ class TraceStore:
         trace_id: str | Sequence[str] | None = None,
         limit: int | None = None,
         columns: Sequence[str] | None = None,
+        content: bool = False,
     ) -> pd.DataFrame:
-        """Span rows (the ``spans`` table's columns, or ``columns``), oldest first.
+        """Span rows, oldest first: every column of the ``spans`` table but the (large) ``input``
+        and ``output`` texts; ``content=True`` adds those two, ``columns=[...]`` picks any.
 
-        Each filter is a SQL ``WHERE`` term; a list means "any of".
+        Each filter is a SQL ``WHERE`` term; a list means "any of". Times are UTC-aware;
+        ``tags`` and ``attributes`` are decoded JSON (lists and dicts; rows whose JSON text is
+        equal share one decoded object, so copy one before changing it in place).
         """
-        names = list(columns) if columns is not None else SPAN_COLUMNS
+        if columns is not None:
+            names = list(columns)
+        else:
+            names = SPAN_COLUMNS if content else [n for n in SPAN_COLUMNS if n not in CONTENT_COLUMNS]
         unknown = set(names) - set(SPAN_COLUMNS)
         if unknown:
             raise ValueError(f"unknown span columns: {sorted(unknown)}")
@@ -180,7 +346,11 @@ class TraceStore:
         query = query.order_by(c.start_time)
         if limit is not None:
             query = query.limit(limit)
-        frame = self._frame(query, ("start_time", "end_time"), ("tags", "attributes"))
+        # A whole large table or time window is read in ranges of start_time, in parallel (not
+        # worth its two extra small queries for a selective filter).
+        selective = (kind, model, prompt_version, session_id, user_id, status, trace_id, limit)
+        split = c.start_time if all(f is None for f in selective) else None
+        frame = self._frame(query, ("start_time", "end_time"), ("tags", "attributes"), split)
         for name in names:
             python_type = _python_type(SPANS.c[name])
             if python_type is float:
@@ -210,82 +380,11 @@ class TraceStore:
 
     # -- traces ----------------------------------------------------------------------------
 
-    def _traces_query(
-        self,
-        since: Any = None,
-        until: Any = None,
-        name: str | None = None,
-        status: str | None = None,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        prompt_version: str | None = None,
-        model: str | None = None,
-        trace_id: str | Sequence[str] | None = None,
-    ) -> sa.Select:
-        c = SPANS.c
-        root = SPANS.alias("root")
-        r = root.c
-        llm = (
-            sa.select(
-                c.trace_id,
-                sa.func.count().label("llm_calls"),
-                sa.func.sum(c.input_tokens).label("input_tokens"),
-                sa.func.sum(c.output_tokens).label("output_tokens"),
-                sa.func.sum(c.cost_usd).label("cost_usd"),
-            )
-            .where(c.kind == "llm")
-            .group_by(c.trace_id)
-            .subquery("llm")
-        )
-        first_llm = SPANS.alias("first_llm")
-        f = first_llm.c
+    def _roots_query(self, *args: Any, **kwargs: Any) -> sa.Select:
+        return roots_query(*args, **kwargs)
 
-        def first(column: sa.Column) -> sa.ScalarSelect:
-            # The first LLM call's value: an index lookup on (trace_id, start_time) per root.
-            return (
-                sa.select(f[column.name])
-                # coalesce() keeps planners off the (kind, start_time) index, which SQLite (no
-                # ANALYZE statistics) would otherwise scan once per trace.
-                .where(f.trace_id == r.trace_id, sa.func.coalesce(f.kind, "") == "llm")
-                .order_by(f.start_time, f.span_id)
-                .limit(1)
-                .scalar_subquery()
-            )
-
-        version = sa.func.coalesce(r.prompt_version, first(c.prompt_version))
-        first_model = first(c.model)
-        query = (
-            sa.select(
-                r.trace_id,
-                r.name,
-                r.start_time,
-                r.latency_ms,
-                first(c.ttft_ms).label("ttft_ms"),
-                r.status,
-                r.error_type,
-                sa.func.coalesce(llm.c.input_tokens, 0).label("input_tokens"),
-                sa.func.coalesce(llm.c.output_tokens, 0).label("output_tokens"),
-                llm.c.cost_usd,
-                version.label("prompt_version"),
-                first_model.label("model"),
-                r.session_id,
-                r.user_id,
-                sa.func.coalesce(llm.c.llm_calls, 0).label("llm_calls"),
-            )
-            .select_from(root.outerjoin(llm, llm.c.trace_id == r.trace_id))
-            .where(r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until))
-        )
-        query = _where_equal(
-            query,
-            (r.name, name),
-            (r.status, status),
-            (r.session_id, session_id),
-            (r.user_id, user_id),
-            (version, prompt_version),
-            (first_model, model),
-            (r.trace_id, trace_id),
-        )
-        return query.order_by(r.start_time)
+    def _traces_query(self, *args: Any, **kwargs: Any) -> sa.Select:
+        return traces_query(*args, **kwargs)
 
     def traces(
         self,
@@ -314,18 +413,25 @@ class TraceStore:
         for col in ("latency_ms", "ttft_ms", "cost_usd"):
             frame[col] = frame[col].astype("float64")
         if scores and len(frame):
-            frame = frame.merge(self._score_means(query), on="trace_id", how="left")
+            # Scores of the traces in the window (the cheap root-level filters in SQL; the left
+            # merge keeps only the rows the version / model filters kept).
+            root_filters = (since, until, name, status, session_id, user_id, trace_id)
+            ids = self._roots_query(*root_filters) if any(f is not None for f in root_filters) else None
+            frame = frame.merge(self._score_means(ids), on="trace_id", how="left")
         return frame
 
-    def _score_means(self, traces_query: sa.Select) -> pd.DataFrame:
+    def _score_means(self, ids: sa.Select | None) -> pd.DataFrame:
+        """Mean of each score name per trace, for the traces ``ids`` selects (None: every trace),
+        pivoted wide."""
         pd = _pandas()
-        ids = traces_query.with_only_columns(traces_query.selected_columns.trace_id).order_by(None)
         c = SCORES.c
         query = (
             sa.select(c.trace_id, c.name, sa.func.avg(c.value).label("value"))
-            .where(c.trace_id.in_(ids), c.value.is_not(None))
+            .where(c.value.is_not(None))
             .group_by(c.trace_id, c.name)
         )
+        if ids is not None:
+            query = query.where(c.trace_id.in_(ids))
         long = self._frame(query)
         if long.empty:
             return pd.DataFrame({"trace_id": pd.Series([], dtype=object)})
@@ -337,7 +443,7 @@ class TraceStore:
         """One trace as a tree (text ``repr``; an HTML waterfall in Jupyter)."""
         from .tree import TraceTree
 
-        spans = self.spans(trace_id=trace_id)
+        spans = self.spans(trace_id=trace_id, content=True)
         if spans.empty:
             raise KeyError(f"no trace {trace_id!r} in {self!r}")
         return TraceTree(spans, self.documents(trace_id), self.scores(trace_id=trace_id))
@@ -355,9 +461,22 @@ class TraceStore:
         traces = self.traces(since=since, until=until)
         key = {"root": "name"}.get(by, by)
         traces["group"] = traces[key].fillna("(none)").astype(str) if len(traces) else []
-        branch = self._branch_flags(since, until)
-        if not branch.empty:
-            traces = traces.merge(branch, on="trace_id", how="left")
+        # Branch shares: traces per (group, to_node) over the group's requests, by a merge and
+        # a count (one column per to_node decided in the window).
+        c = BRANCHES.c
+        pairs = self._frame(
+            sa.select(c.trace_id, c.to_node).where(*_time_filters(c.created_at, since, until))
+        )
+        nodes = sorted(pairs["to_node"].dropna().unique()) if len(pairs) else []
+        taken = pd.DataFrame()
+        if nodes and len(traces):
+            taken = (
+                pairs.drop_duplicates()
+                .merge(traces[["trace_id", "group"]], on="trace_id")
+                .groupby(["group", "to_node"])
+                .size()
+                .unstack(fill_value=0)
+            )
         rows = []
         for group, g in traces.groupby("group", sort=True):
             n = len(g)
@@ -380,9 +499,9 @@ class TraceStore:
                 values = g[col].dropna()
                 for q in (50, 95, 99):
                     row[f"p{q}_{metric}_ms"] = float(values.quantile(q / 100)) if len(values) else None
-            for col in g.columns:
-                if col.startswith("branch_"):
-                    row[col] = float(g[col].fillna(0).mean())
+            for node in nodes:
+                count = taken.at[group, node] if group in taken.index and node in taken.columns else 0
+                row[f"branch_{node}"] = float(count) / n
             for col in g.columns:
                 if col.startswith("score_"):
                     row[col] = float(g[col].mean()) if g[col].notna().any() else None
@@ -443,23 +562,32 @@ class TraceStore:
     def forecast_cost(
         self, period: str = "month", lookback: str = "7d", now: datetime | None = None
     ) -> pd.Series:
-        """Projected LLM spend for the current calendar month (UTC).
+        """Projected LLM spend for the current calendar ``period`` (UTC): ``"day"`` (from
+        00:00), ``"week"`` (ISO week, from Monday 00:00) or ``"month"`` (from the 1st).
 
-        Method: ``spent`` = cost of LLM calls since the month began (up to ``now``); ``rate`` =
-        cost over the last ``lookback`` (clipped to the month's elapsed time when data is
-        younger) divided by that window's length; ``projected = spent + rate × time left in the
-        month``. A flat run-rate: no seasonality, no trend.
+        Method: ``spent`` = cost of LLM calls since the period began (up to ``now``); ``rate`` =
+        cost over the last ``lookback`` (clipped to where the data starts, when it is younger)
+        divided by that window's length; ``projected = spent + rate × time left in the period``.
+        A flat run-rate from recent spend: no seasonality, no trend (for ``"day"``, a shorter
+        ``lookback`` such as ``"24h"`` follows the current rate more closely).
         """
         pd = _pandas()
-        if period != "month":
-            raise ValueError("only period='month' is supported")
+        if period not in ("day", "week", "month"):
+            raise ValueError("period must be 'day', 'week' or 'month'")
         now = to_utc(now) if now is not None else datetime.now(timezone.utc)
-        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        next_month = (month_start + timedelta(days=32)).replace(day=1)
+        day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if period == "day":
+            period_start, period_end = day_start, day_start + timedelta(days=1)
+        elif period == "week":
+            period_start = day_start - timedelta(days=now.weekday())
+            period_end = period_start + timedelta(days=7)
+        else:
+            period_start = day_start.replace(day=1)
+            period_end = (period_start + timedelta(days=32)).replace(day=1)
         window_start = to_utc(lookback, now=now)
         c = SPANS.c
         spent_q = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0), sa.func.min(c.start_time)).where(
-            c.kind == "llm", *_time_filters(c.start_time, month_start, now)
+            c.kind == "llm", *_time_filters(c.start_time, period_start, now)
         )
         recent_q = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0), sa.func.min(c.start_time)).where(
             c.kind == "llm", *_time_filters(c.start_time, window_start, now)
@@ -472,11 +600,12 @@ class TraceStore:
             window_start = max(window_start, first)  # do not dilute the rate with empty time
         window_s = max((now - window_start).total_seconds(), 1.0)
         rate_per_s = float(recent) / window_s
-        remaining_s = (next_month - now).total_seconds()
+        remaining_s = (period_end - now).total_seconds()
         return pd.Series(
             {
-                "period_start": month_start,
-                "period_end": next_month,
+                "period": period,
+                "period_start": period_start,
+                "period_end": period_end,
                 "now": now,
                 "spent_usd": float(spent),
                 "rate_usd_per_day": rate_per_s * 86400,
@@ -522,6 +651,30 @@ class TraceStore:
         totals = counts.sum(axis=1)
         return counts.div(totals.where(totals > 0), axis=0)
 
+    def anomalies(
+        self,
+        now: Any = None,
+        window: str = "1h",
+        baseline: str = "24h",
+        thresholds: Any = None,
+        types: Any = None,
+    ) -> list[Any]:
+        """Anomalies of the ``window`` before ``now`` against the ``baseline`` before it (token,
+        cost and latency spikes, error rates, tool failures, empty retrievals, branch shifts,
+        quality drops, new prompt versions), most severe first. See ``analysis/anomalies.py``."""
+        from .anomalies import detect_anomalies
+
+        return detect_anomalies(
+            self, now=now, window=window, baseline=baseline, thresholds=thresholds, types=types
+        )
+
+    def gate(self, baseline: str, candidate: str, criteria: Any = None, **options: Any) -> Any:
+        """Release gate: ``candidate`` vs ``baseline`` prompt version (``by="model"``: model);
+        a ``GateResult`` with per-criterion pass/fail and ``exit_code``. See ``analysis/gate.py``."""
+        from .gate import run_gate
+
+        return run_gate(self, baseline, candidate, criteria, **options)
+
     @property
     def plot(self) -> Any:
         """Matplotlib figures: ``ts.plot.latency()``, ``ts.plot.cost()``, ``ts.plot.tokens_by_version()``."""
@@ -530,12 +683,23 @@ class TraceStore:
         return Plots(self)
 
 
-def _json_column(series: Any) -> list[Any]:
-    """Decode a column of JSON texts in one ``json.loads`` call (much faster than one per row)."""
-    values = series.tolist()
-    if not any(isinstance(v, str) for v in values):
-        return values
-    return json.loads("[" + ",".join("null" if v is None or v != v else v for v in values) + "]")
+def _json_column(series: Any) -> Any:
+    """Decode a column of JSON texts once per distinct text: spans share their metadata, so a
+    million rows hold a few thousand distinct texts. Rows with equal text share one decoded object."""
+    pd = _pandas()
+    import numpy as np
+
+    present = series.dropna()
+    if not len(present):
+        return [None] * len(series)
+    if not isinstance(present.iloc[0], str):
+        return series.tolist()  # already decoded (psycopg decodes json)
+    codes, texts = pd.factorize(series, use_na_sentinel=True)
+    decoded = json.loads("[" + ",".join(texts) + "]")
+    values = np.empty(len(decoded) + 1, dtype=object)  # the last one (None) for code -1: NULL
+    for i, value in enumerate(decoded):
+        values[i] = value
+    return values[codes]
 
 
 def _python_type(column: sa.Column) -> type | None:

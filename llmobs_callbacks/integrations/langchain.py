@@ -12,6 +12,7 @@ threads stay safe.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar, copy_context
@@ -37,6 +38,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _guarded(method: F) -> F:
     """Never raise into the user's chain: count and log once instead."""
     name = method.__name__
+    ends = name.endswith(("_end", "_error"))
 
     @functools.wraps(method)
     def wrapper(self: LangChainCallbackHandler, *args: Any, **kwargs: Any) -> None:
@@ -44,8 +46,17 @@ def _guarded(method: F) -> F:
             method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001
             self._diag.handler_error(f"langchain.{name}", exc)
+            if ends:
+                _end_anyway(self._recorder, kwargs.get("run_id"))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _end_anyway(recorder: Recorder | None, run_id: Any) -> None:
+    """An end callback failed on its payload: still store the run (without it) if it is open."""
+    with contextlib.suppress(Exception):
+        if recorder is not None and recorder.get(run_id) is not None:
+            recorder.end(run_id)
 
 
 class LangChainCallbackHandler(BaseCallbackHandler):
@@ -92,7 +103,9 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         if recorder is None:
             return
         try:
-            name = kwargs.get("name") or _run_name(serialized, kwargs, "chain")
+            name = kwargs.get("name")
+            if type(name) is not str or not name:
+                name = _run_name(serialized, kwargs, "chain")
             run_type = kwargs.get("run_type")
             template = None
             if run_type is None:
@@ -142,6 +155,7 @@ class LangChainCallbackHandler(BaseCallbackHandler):
                     recorder.add_branch_candidates(node, routes, span.name, span.span_id)
         except Exception as exc:  # noqa: BLE001
             self._diag.handler_error("langchain.on_chain_end", exc)
+            _end_anyway(recorder, run_id)
 
     @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -221,10 +235,13 @@ class LangChainCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if self._recorder is None:
             return
-        output, usage, model = _read_llm_result(response)
-        self._recorder.end(
-            run_id, output=output, usage=usage, model=model, price_context=_price_context(response)
-        )
+        try:
+            output, usage, model = _read_llm_result(response, self._diag)
+            price_context = _price_context(response)
+        except Exception as exc:  # noqa: BLE001 - a malformed result: still end (and store) the run
+            self._diag.handler_error("langchain.llm_result", exc)
+            output = usage = model = price_context = None
+        self._recorder.end(run_id, output=output, usage=usage, model=model, price_context=price_context)
 
     @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -233,7 +250,12 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         # A partial response may carry usage; its "output" is LangChain's placeholder holding
         # the HTTP error response (headers included), which must not be stored.
         response = kwargs.get("response")
-        _, usage, model = _read_llm_result(response) if response is not None else (None, None, None)
+        usage = model = None
+        if response is not None:
+            try:
+                _, usage, model = _read_llm_result(response, self._diag)
+            except Exception as exc:  # noqa: BLE001 - a malformed result: still end the run
+                self._diag.handler_error("langchain.llm_result", exc)
         self._recorder.end(run_id, error=error, usage=usage, model=model)
 
     # -- tools ------------------------------------------------------------------------------
@@ -357,14 +379,23 @@ class LangChainCallbackHandler(BaseCallbackHandler):
 def _run_name(serialized: dict[str, Any] | None, kwargs: dict[str, Any], default: str) -> str:
     name = kwargs.get("name")
     if name:
-        return str(name)
+        return _str_or(name, default)
     if isinstance(serialized, dict):
         if serialized.get("name"):
-            return str(serialized["name"])
+            return _str_or(serialized["name"], default)
         ids = serialized.get("id")
         if isinstance(ids, list) and ids:
-            return str(ids[-1])
+            return _str_or(ids[-1], default)
     return default
+
+
+def _str_or(value: Any, default: str) -> str:
+    if type(value) is str:
+        return value
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a name whose __str__ raises must not cost the run
+        return default
 
 
 def _has_tag(tags: Sequence[str] | None, prefix: str) -> bool:
@@ -395,7 +426,7 @@ def _chunk_has_content(chunk: Any) -> bool:
     return bool(message.content) or bool(getattr(message, "tool_call_chunks", None))
 
 
-def _read_llm_result(response: Any) -> tuple[Any, Any, str | None]:
+def _read_llm_result(response: Any, diag: Diagnostics | None = None) -> tuple[Any, Any, str | None]:
     """(output, usage, model) from an ``LLMResult``; usage prefers ``usage_metadata``."""
     generations = getattr(response, "generations", None) or []
     first = generations[0][0] if generations and generations[0] else None
@@ -405,20 +436,21 @@ def _read_llm_result(response: Any) -> tuple[Any, Any, str | None]:
     model = None
     response_metadata: dict[str, Any] = {}
     if message is not None:
-        usage = from_usage_metadata(getattr(message, "usage_metadata", None))
+        usage = from_usage_metadata(getattr(message, "usage_metadata", None), diag)
         response_metadata = getattr(message, "response_metadata", None) or {}
     llm_output = getattr(response, "llm_output", None) or {}
     if usage is None and isinstance(llm_output, dict):
-        usage = from_provider_usage(llm_output.get("token_usage") or llm_output.get("usage"))
+        usage = from_provider_usage(llm_output.get("token_usage") or llm_output.get("usage"), diag)
     if usage is None and response_metadata:
         usage = from_provider_usage(
             response_metadata.get("token_usage")
             or response_metadata.get("usage")
-            or response_metadata.get("usage_metadata")
+            or response_metadata.get("usage_metadata"),
+            diag,
         )
     if usage is None and first is not None:
         info = getattr(first, "generation_info", None) or {}
-        usage = from_provider_usage(info.get("token_usage") or info.get("usage"))
+        usage = from_provider_usage(info.get("token_usage") or info.get("usage"), diag)
     for source in (response_metadata, llm_output if isinstance(llm_output, dict) else {}):
         candidate = source.get("model_name") or source.get("model")
         if isinstance(candidate, str) and candidate:
@@ -442,6 +474,13 @@ def _price_context(response: Any) -> dict[str, str] | None:
 
 
 def _document(rank: int, doc: Any) -> RetrievedDocument:
+    try:
+        return _read_document(rank, doc)
+    except Exception:  # noqa: BLE001 - one odd document must not cost the others (or the span)
+        return RetrievedDocument(rank=rank, document_id=None, content=None, score=None, metadata=None)
+
+
+def _read_document(rank: int, doc: Any) -> RetrievedDocument:
     metadata = getattr(doc, "metadata", None)
     metadata = dict(metadata) if isinstance(metadata, dict) else None
     score = None

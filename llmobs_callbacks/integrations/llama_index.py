@@ -47,6 +47,7 @@ thread.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import weakref
@@ -402,7 +403,7 @@ class LlamaIndexTracer:
             return
         self._drop_aliases(state)
         if state.kind is SpanKind.LLM:
-            usage, model = _usage_and_model(state.fallback) if state.fallback is not None else (None, None)
+            usage, model = _safe_usage_and_model(self._diag, state.fallback)
             recorder.end(id_, error=err, usage=usage, model=model)
         else:
             recorder.end(id_, error=err)
@@ -418,6 +419,14 @@ class LlamaIndexTracer:
                 type(event).__name__, _ignore_event
             )
         method(self, event)
+
+    def end_anyway(self, id_: str) -> None:
+        """A span's exit failed on its result: still store the span (without it) if open."""
+        with contextlib.suppress(Exception):
+            self._open.pop(id_, None)
+            recorder = self._recorder
+            if recorder is not None and recorder.get(id_) is not None:
+                recorder.end(id_)
 
     def _on_in_progress(self, event: Any) -> None:
         response = event.response
@@ -480,12 +489,16 @@ class LlamaIndexTracer:
             return
         self._drop_aliases(state)
         state.ref = None
-        output, usage, model = _read_llm_response(response)
-        if usage is None and state.fallback is not None:
-            usage, fallback_model = _usage_and_model(state.fallback)
-            model = model or fallback_model
-        if output is None and error is None and state.fallback is not None:
-            output = _read_llm_response(state.fallback)[0]
+        try:
+            output, usage, model = _read_llm_response(response, self._diag)
+            if usage is None and state.fallback is not None:
+                usage, fallback_model = _usage_and_model(state.fallback, self._diag)
+                model = model or fallback_model
+            if output is None and error is None and state.fallback is not None:
+                output = _read_llm_response(state.fallback)[0]
+        except Exception as exc:  # noqa: BLE001 - a malformed response: still end (and store) the span
+            self._diag.handler_error("llama_index.llm_response", exc)
+            output = usage = model = None
         self._recorder.end(  # type: ignore[union-attr]
             span_id, output, error=error, usage=usage, model=model, end_ns=end_ns
         )
@@ -666,6 +679,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[Any]):
             self._tracer.span_exit(id_, instance, result)
         except Exception as exc:  # noqa: BLE001
             self._tracer._diag.handler_error("llama_index.span_exit", exc)
+            self._tracer.end_anyway(id_)
 
     def span_drop(
         self,
@@ -679,6 +693,7 @@ class LlamaIndexSpanHandler(BaseSpanHandler[Any]):
             self._tracer.span_drop(id_, err)
         except Exception as exc:  # noqa: BLE001
             self._tracer._diag.handler_error("llama_index.span_drop", exc)
+            self._tracer.end_anyway(id_)
 
     # Abstract in the base class; unused because the three methods above are overridden.
     def new_span(self, id_: str, bound_args: Any, instance: Any = None, **kwargs: Any) -> None:
@@ -767,15 +782,22 @@ def _declared(tags: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, li
                 continue  # the workflow runtime's own run/step tags
             if key == "tags":
                 if isinstance(value, (list, tuple)):
-                    tag_list.extend(str(t) for t in value)
+                    tag_list.extend(t if type(t) is str else _safe_str(t) for t in value)
                 elif value is not None:
-                    tag_list.append(str(value))
+                    tag_list.append(_safe_str(value))
                 continue
             metadata[key] = value
     if declared is not None:
         metadata.update(declared[0])
         tag_list.extend(declared[1])
     return metadata or None, tag_list or None
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a tag whose __str__ raises must not cost the span
+        return f"<{type(value).__name__}>"
 
 
 def _model_name(value: Any) -> str | None:
@@ -1067,7 +1089,17 @@ def _get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-def _usage_and_model(response: Any) -> tuple[Any, str | None]:
+def _safe_usage_and_model(diag: Diagnostics, response: Any) -> tuple[Any, str | None]:
+    if response is None:
+        return None, None
+    try:
+        return _usage_and_model(response, diag)
+    except Exception as exc:  # noqa: BLE001 - a malformed response: the span still ends
+        diag.handler_error("llama_index.llm_response", exc)
+        return None, None
+
+
+def _usage_and_model(response: Any, diag: Diagnostics | None = None) -> tuple[Any, str | None]:
     """Token usage and the answering model from a ``ChatResponse``/``CompletionResponse``.
 
     ``raw.usage`` (OpenAI and compatibles: cached and reasoning details), ``raw.usage_metadata``
@@ -1080,27 +1112,29 @@ def _usage_and_model(response: Any) -> tuple[Any, str | None]:
     usage = None
     model = None
     if raw is not None:
-        usage = from_provider_usage(_get(raw, "usage")) or from_provider_usage(_get(raw, "usage_metadata"))
+        usage = from_provider_usage(_get(raw, "usage"), diag) or from_provider_usage(
+            _get(raw, "usage_metadata"), diag
+        )
         candidate = _get(raw, "model") or _get(raw, "model_name") or _get(raw, "model_version")
         if isinstance(candidate, str) and candidate:
             model = candidate
     if usage is None:
         extra = getattr(response, "additional_kwargs", None)
         if extra:
-            usage = from_provider_usage(extra)
+            usage = from_provider_usage(extra, diag)
         if usage is None:
             message = getattr(response, "message", None)
             extra = getattr(message, "additional_kwargs", None)
             if extra:
-                usage = from_provider_usage(extra)
+                usage = from_provider_usage(extra, diag)
     return usage, model
 
 
-def _read_llm_response(response: Any) -> tuple[Any, Any, str | None]:
+def _read_llm_response(response: Any, diag: Diagnostics | None = None) -> tuple[Any, Any, str | None]:
     """(output, usage, model): output is the text, with tool calls when the LLM made some."""
     if response is None:
         return None, None, None
-    usage, model = _usage_and_model(response)
+    usage, model = _usage_and_model(response, diag)
     message = getattr(response, "message", None)
     if message is None:
         return getattr(response, "text", None), usage, model

@@ -18,6 +18,7 @@ the exception).
 
 from __future__ import annotations
 
+import contextlib
 from contextvars import ContextVar
 from types import GeneratorType
 from typing import Any
@@ -37,7 +38,8 @@ from .llama_index import (
     _documents,
     _model_name,
     _read_llm_response,
-    _usage_and_model,
+    _safe_str,
+    _safe_usage_and_model,
     _value,
 )
 
@@ -130,6 +132,9 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 self._end(event_type, payload or {}, event_id)
         except Exception as exc:  # noqa: BLE001
             self._diag.handler_error("llama_index_legacy.on_event_end", exc)
+            with contextlib.suppress(Exception):  # still store the event's span, without its payload
+                if self._recorder is not None and self._recorder.get(event_id) is not None:
+                    self._recorder.end(event_id)
 
     def start_trace(self, trace_id: str | None = None) -> None:
         return None
@@ -166,24 +171,26 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                     outer.inner = []
                 outer.inner.append(event_id)
                 return
-            serialized = payload.get(EventPayload.SERIALIZED) or {}
-            name = str(serialized.get("class_name") or "llm")
+            serialized = payload.get(EventPayload.SERIALIZED)
+            serialized = serialized if isinstance(serialized, dict) else {}
+            name = _safe_str(serialized.get("class_name") or "llm")
             model = _model_name(serialized.get("model")) or _model_name(serialized.get("model_name"))
             provider = _PROVIDERS.get(name)
             messages = payload.get(EventPayload.MESSAGES)
-            data: Any = payload.get(EventPayload.PROMPT) if messages is None else ChatMessages(list(messages))
+            data: Any = payload.get(EventPayload.PROMPT) if messages is None else _messages(messages)
             params = payload.get(EventPayload.ADDITIONAL_KWARGS) or None
             template = self._last_prompt.pop(parent, None)
             self._llm[event_id] = _LLMEvent(parent)
             _CURRENT_LLM.set(event_id)
         elif kind == SpanKind.EMBEDDING:
-            serialized = payload.get(EventPayload.SERIALIZED) or {}
-            name = str(serialized.get("class_name") or name)
+            serialized = payload.get(EventPayload.SERIALIZED)
+            serialized = serialized if isinstance(serialized, dict) else {}
+            name = _safe_str(serialized.get("class_name") or name)
             model = _model_name(serialized.get("model_name"))
             data = None
         elif kind == SpanKind.TOOL:
             tool = payload.get(EventPayload.TOOL)
-            name = str(getattr(tool, "name", None) or name)
+            name = _safe_str(getattr(tool, "name", None) or name)
             data = payload.get(EventPayload.FUNCTION_CALL)
         elif kind == SpanKind.PROMPT:
             template = self._prompt_template(payload.get(EventPayload.TEMPLATE))
@@ -230,17 +237,21 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                     outer.fallback = response
                 return
             state = self._llm.pop(event_id, None)
-            output, usage, model = _read_llm_response(response)
+            try:
+                output, usage, model = _read_llm_response(response, self._diag)
+            except Exception as exc:  # noqa: BLE001 - a malformed response: still end the span
+                self._diag.handler_error("llama_index_legacy.llm_response", exc)
+                output = usage = model = None
             if state is not None:
                 for inner in state.inner or ():
                     self._alias.pop(inner, None)
                 if usage is None and state.fallback is not None:
-                    usage, fallback_model = _usage_and_model(state.fallback)
+                    usage, fallback_model = _safe_usage_and_model(self._diag, state.fallback)
                     model = model or fallback_model
             recorder.end(event_id, output, error=error, usage=usage, model=model)  # type: ignore[union-attr]
             return
         nodes = payload.get(EventPayload.NODES)
-        if event_type in (CBEventType.RETRIEVE, CBEventType.RERANKING) and nodes is not None:
+        if event_type in (CBEventType.RETRIEVE, CBEventType.RERANKING) and isinstance(nodes, (list, tuple)):
             docs = _documents(list(nodes))
             recorder.end(event_id, {"documents": len(docs or ())}, error=error, documents=docs)  # type: ignore[union-attr]
             return
@@ -248,11 +259,11 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             chunks = payload.get(EventPayload.CHUNKS)
             span = recorder.get(event_id)  # type: ignore[union-attr]
             if span is not None and chunks is not None:
-                span.input = list(chunks)
+                span.input = list(chunks) if isinstance(chunks, (list, tuple)) else chunks
             embeddings = payload.get(EventPayload.EMBEDDINGS)
             output = None
-            if embeddings:
-                output = {"embeddings": len(embeddings), "dimensions": len(embeddings[0])}
+            if isinstance(embeddings, list) and embeddings:
+                output = {"embeddings": len(embeddings), "dimensions": _size(embeddings[0])}
             recorder.end(event_id, output, error=error)  # type: ignore[union-attr]
             return
         if event_type == CBEventType.FUNCTION_CALL:
@@ -286,10 +297,10 @@ def _start_input(payload: dict[str, Any]) -> Any:
             return _value(value)
     chunks = payload.get(EventPayload.CHUNKS)
     if chunks is not None:
-        return {"chunks": len(chunks)}
+        return {"chunks": _size(chunks)}
     documents = payload.get(EventPayload.DOCUMENTS)
     if documents is not None:
-        return {"documents": len(documents)}
+        return {"documents": _size(documents)}
     return None
 
 
@@ -301,8 +312,19 @@ def _end_output(payload: dict[str, Any]) -> Any:
     for key, label in ((EventPayload.NODES, "nodes"), (EventPayload.CHUNKS, "chunks")):
         value = payload.get(key)
         if value is not None:
-            return {label: len(value)}
+            return {label: _size(value)}
     return None
+
+
+def _size(value: Any) -> int | None:
+    try:
+        return len(value)
+    except Exception:  # noqa: BLE001 - not a sized collection: no count rather than no span
+        return None
+
+
+def _messages(messages: Any) -> Any:
+    return ChatMessages(list(messages)) if isinstance(messages, (list, tuple)) else messages
 
 
 __all__ = ["LlamaIndexCallbackHandler"]

@@ -8,6 +8,7 @@ the database was made are added as nullable columns, so no existing row is lost.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -33,18 +34,26 @@ def resolve_database_url(url: str | None) -> str:
     return url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for a single writer thread plus readers."""
+def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
+    """An engine tuned for a single writer thread plus readers.
+
+    ``timeout_s`` bounds how long one attempt waits for the database: SQLite's busy timeout
+    (a file locked by another writer) and PostgreSQL's connect timeout (a host that does not
+    answer). ``None`` keeps 30 s for SQLite and libpq's default for PostgreSQL; the writer
+    uses a shorter one so a stuck database turns into a retry and the spool, not a stall.
+    """
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
         if not in_memory:
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        busy_s = 30.0 if timeout_s is None else timeout_s
         engine = sa.create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy_s},
             # One shared connection for :memory:, or every connection would see an empty db.
             poolclass=StaticPool if in_memory else None,
+            hide_parameters=True,  # errors are logged: never with the rows' content in them
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -53,11 +62,15 @@ def make_engine(url: str) -> Engine:
             if not in_memory:
                 cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, object] = {}
+    postgres = parsed.get_backend_name() == "postgresql"
+    if timeout_s is not None and postgres and "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = max(2, math.ceil(timeout_s))  # libpq: whole seconds, >= 2
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 
 
 # version N -> N+1 steps, applied in order. Adding nullable columns needs no step (see below).
@@ -104,7 +117,11 @@ def _ensure_schema_once(engine: Engine) -> int:
                 if step is not None:
                     logger.info("llmobs: migrating schema %d -> %d", version, version + 1)
                     step(conn)
-            _add_missing_columns(conn)
+        # Also at the same version: a column or index added to the models without a version
+        # bump still reaches databases made before it (both steps only add, never drop).
+        _add_missing_columns(conn)
+        _add_missing_indexes(conn)
+        if current < SCHEMA_VERSION:
             conn.execute(
                 sa.update(SchemaVersionRow.__table__)
                 .where(SchemaVersionRow.__table__.c.id == 1)
@@ -129,3 +146,19 @@ def _add_missing_columns(conn: Connection) -> None:
                 )
             )
             logger.info("llmobs: added column %s.%s", table.name, column.name)
+
+
+def _add_missing_indexes(conn: Connection) -> None:
+    inspector = sa.inspect(conn)
+    for table in TABLES:
+        existing = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in existing and _index_applies(index, conn.dialect.name):
+                index.create(conn, checkfirst=True)
+                logger.info("llmobs: added index %s", index.name)
+
+
+def _index_applies(index: sa.Index, dialect: str) -> bool:
+    """False for an ``Index(...).ddl_if(dialect=...)`` meant for another database."""
+    only = getattr(getattr(index, "_ddl_if", None), "dialect", None)
+    return only is None or dialect in ((only,) if isinstance(only, str) else only)

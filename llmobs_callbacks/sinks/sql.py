@@ -39,11 +39,15 @@ class SQLExporter:
         *,
         service: str | None = None,
         environment: str | None = None,
+        create_schema: bool = True,
     ) -> None:
+        """``create_schema=False`` defers ``ensure_schema`` to the caller (``sinks.durable``
+        calls it once the database answers)."""
         self.engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self._service = service
         self._environment = environment
-        ensure_schema(self.engine)
+        if create_schema:
+            ensure_schema(self.engine)
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as dialect_insert
@@ -58,6 +62,11 @@ class SQLExporter:
         self._scores = BulkInserter(self.engine, _SCORES, ["id"])
 
     def export(self, spans: Sequence[SpanRecord]) -> None:
+        self.write_rows(self.batch_rows(spans))
+
+    def batch_rows(self, spans: Sequence[SpanRecord]) -> dict[str, list[dict[str, Any]]]:
+        """The rows a batch of prepared spans becomes, by table (what ``write_rows`` stores;
+        ``sinks.durable`` spools exactly these while the database is unreachable)."""
         span_rows = [self._span_row(s) for s in spans]
         doc_rows = [
             {
@@ -89,13 +98,22 @@ class SQLExporter:
             for s in spans
             for b in s.branch_decisions or ()
         ]
-        prompt_rows = _prompt_version_rows(spans)
+        return {
+            "spans": span_rows,
+            "retrieved_documents": doc_rows,
+            "branch_decisions": branch_rows,
+            "prompt_versions": _prompt_version_rows(spans),
+        }
+
+    def write_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
+        """Store one batch's rows in one transaction; idempotent (a replay adds nothing)."""
         with self.engine.begin() as conn:
-            self._spans.insert(conn, span_rows)
-            self._docs.insert(conn, doc_rows)
-            self._branches.insert(conn, branch_rows)
-            for row in prompt_rows:
+            self._spans.insert(conn, rows.get("spans", ()))
+            self._docs.insert(conn, rows.get("retrieved_documents", ()))
+            self._branches.insert(conn, rows.get("branch_decisions", ()))
+            for row in rows.get("prompt_versions", ()):
                 conn.execute(self._upsert_prompt_version(), row)
+            self._scores.insert(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
 
     def shutdown(self) -> None:
         self.engine.dispose()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 1
@@ -37,6 +37,36 @@ class SpanRow(SQLModel, table=True):
         Index("ix_spans_start_time", "start_time"),
         Index("ix_spans_kind_start", "kind", "start_time"),
         Index("ix_spans_prompt_start", "prompt_name", "prompt_version", "start_time"),
+        # Partial indexes for the analysis reads (TraceStore.traces / summary): the roots in
+        # start order and each trace's LLM calls in start order. Each holds a fraction of the
+        # spans, so the writer pays little for them; the constant leading column gives SQLite's
+        # planner an equality to pick them by. On SQLite they also carry every column those
+        # reads take, so the reads never touch the (wide) rows; PostgreSQL keeps them narrow
+        # (its B-tree entries are limited to ~2.7 kB, which long multi-byte names could exceed).
+        Index(
+            "ix_spans_root_start",
+            *("parent_span_id", "start_time", "trace_id", "name", "latency_ms", "status", "error_type"),
+            *("prompt_version", "session_id", "user_id"),
+            sqlite_where=text("parent_span_id IS NULL"),
+        ).ddl_if(dialect="sqlite"),
+        Index(
+            "ix_spans_llm_trace",
+            *("kind", "trace_id", "start_time", "span_id", "ttft_ms", "prompt_version", "model"),
+            *("input_tokens", "output_tokens", "cost_usd"),
+            sqlite_where=text("kind = 'llm'"),
+        ).ddl_if(dialect="sqlite"),
+        Index(
+            "ix_spans_root_start_pg",
+            "parent_span_id",
+            "start_time",
+            "trace_id",
+            postgresql_where=text("parent_span_id IS NULL"),
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_spans_llm_trace_pg",
+            *("kind", "trace_id", "start_time", "span_id"),
+            postgresql_where=text("kind = 'llm'"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     span_id: str = Field(primary_key=True, max_length=255)
