@@ -15,6 +15,7 @@ from .sinks.schema import DATABASE_URL_ENV, DEFAULT_DATABASE_URL, make_engine, r
 
 if TYPE_CHECKING:
     from .dashboards import Thresholds
+    from .demo import ReplayResult
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     url = resolve_database_url(args.database_url)
-    with _progress_bar(args.no_progress) as progress:
+    with _ProgressBar(args.no_progress) as progress:
         result = simulate(url, scenario, progress=progress)
     fmt = "%Y-%m-%d %H:%M"
     print(
@@ -103,7 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_anomalies(url: str, result: object) -> None:
+def _print_anomalies(url: str, result: ReplayResult) -> None:
     """What ``llmobs anomalies`` says an hour after v2 shipped, and at the end of the day."""
     try:
         from .analysis.anomalies import format_anomalies
@@ -120,7 +121,7 @@ def _print_anomalies(url: str, result: object) -> None:
             print(format_anomalies(store.anomalies(now=now), now=now))
 
 
-class _progress_bar:
+class _ProgressBar:
     """``progress(done, total)`` drawn with tqdm on stderr (nothing when tqdm is missing)."""
 
     def __init__(self, disabled: bool) -> None:
@@ -159,7 +160,7 @@ COMPARED = [
 ]
 
 
-def _print_comparison(url: str, result: object) -> None:
+def _print_comparison(url: str, result: ReplayResult) -> None:
     try:
         from .analysis.store import TraceStore
     except ImportError:
@@ -178,79 +179,39 @@ def _print_comparison(url: str, result: object) -> None:
         print(f"{label:<30}{cells[0]:>12}{cells[1]:>12}{change:>10}")
 
 
+# (Thresholds field, flag, help): the flags of export-grafana / export-alerts.
+THRESHOLD_FLAGS = [
+    ("p99_latency_s", "--p99-latency", "seconds"),
+    ("error_rate", "--error-rate", "fraction"),
+    ("hourly_cost_budget_usd", "--hourly-cost-budget", "USD"),
+    ("cost_spike_factor", "--cost-spike-factor", "hourly cost vs. its 24 h average"),
+    ("token_increase", "--token-increase", "tokens per request over the 24 h baseline, 0.5 = +50%%"),
+    ("branch_shift", "--branch-shift", "change of a branch's share, 0.2 = 20 points"),
+    ("branch_min_decisions", "--branch-min-decisions", "decisions per hour before a shift counts"),
+    ("tool_failure_rate", "--tool-failure-rate", "fraction"),
+    ("hallucination_rate", "--hallucination-rate", "fraction"),
+    ("min_faithfulness", "--min-faithfulness", "1-5 scale"),
+    ("pending", "--for", "alert pending duration"),
+    ("selector", "--selector", "extra label matchers for every metric, e.g. 'job=\"support-bot\"'"),
+]
+
+
 def _add_thresholds(parser: argparse.ArgumentParser) -> None:
     from .dashboards import Thresholds
 
-    d = Thresholds()
-    g = parser.add_argument_group("thresholds")
-    g.add_argument("--p99-latency", type=float, default=d.p99_latency_s, help="seconds (default %(default)s)")
-    g.add_argument("--error-rate", type=float, default=d.error_rate, help="fraction (default %(default)s)")
-    g.add_argument(
-        "--hourly-cost-budget", type=float, default=d.hourly_cost_budget_usd, help="USD (default %(default)s)"
-    )
-    g.add_argument(
-        "--cost-spike-factor",
-        type=float,
-        default=d.cost_spike_factor,
-        help="hourly cost vs. its 24 h average (default %(default)s)",
-    )
-    g.add_argument(
-        "--token-increase",
-        type=float,
-        default=d.token_increase,
-        help="tokens per request over the 24 h baseline, 0.5 = +50%% (default %(default)s)",
-    )
-    g.add_argument(
-        "--branch-shift",
-        type=float,
-        default=d.branch_shift,
-        help="change of a branch's share, 0.2 = 20 points (default %(default)s)",
-    )
-    g.add_argument(
-        "--branch-min-decisions",
-        type=int,
-        default=d.branch_min_decisions,
-        help="decisions per hour before a shift counts (default %(default)s)",
-    )
-    g.add_argument(
-        "--tool-failure-rate", type=float, default=d.tool_failure_rate, help="fraction (default %(default)s)"
-    )
-    g.add_argument(
-        "--hallucination-rate",
-        type=float,
-        default=d.hallucination_rate,
-        help="fraction (default %(default)s)",
-    )
-    g.add_argument(
-        "--min-faithfulness", type=float, default=d.min_faithfulness, help="1-5 scale (default %(default)s)"
-    )
-    g.add_argument(
-        "--for", dest="pending", default=d.pending, help="alert pending duration (default %(default)s)"
-    )
-    g.add_argument(
-        "--selector",
-        default=d.selector,
-        help="extra label matchers for every metric, e.g. 'job=\"support-bot\"'",
-    )
+    defaults = Thresholds()
+    group = parser.add_argument_group("thresholds")
+    for name, flag, help_text in THRESHOLD_FLAGS:
+        default = getattr(defaults, name)
+        group.add_argument(
+            flag, dest=name, type=type(default), default=default, help=f"{help_text} (default %(default)r)"
+        )
 
 
 def _thresholds(args: argparse.Namespace) -> Thresholds:
     from .dashboards import Thresholds
 
-    return Thresholds(
-        p99_latency_s=args.p99_latency,
-        error_rate=args.error_rate,
-        hourly_cost_budget_usd=args.hourly_cost_budget,
-        cost_spike_factor=args.cost_spike_factor,
-        token_increase=args.token_increase,
-        branch_shift=args.branch_shift,
-        branch_min_decisions=args.branch_min_decisions,
-        tool_failure_rate=args.tool_failure_rate,
-        hallucination_rate=args.hallucination_rate,
-        min_faithfulness=args.min_faithfulness,
-        pending=args.pending,
-        selector=args.selector,
-    )
+    return Thresholds(**{name: getattr(args, name) for name, _, _ in THRESHOLD_FLAGS})
 
 
 def _write(text: str, output: str, what: str) -> None:

@@ -57,6 +57,10 @@ _DECLARED_CONTEXT: ContextVar[tuple[dict[str, Any], list[str]] | None] = Context
 )
 
 
+def _utc(epoch_ns: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ns / 1e9, tz=timezone.utc)
+
+
 def current_context() -> tuple[dict[str, Any], list[str]] | None:
     """The context declared by the innermost ``LLMObs.context`` block, or None."""
     return _DECLARED_CONTEXT.get()
@@ -281,13 +285,12 @@ class LLMObs:
         if budget_usd:
             from .budget import BudgetTracker
 
-            now_ns = clock() if clock is not None else time.time_ns()
             self.budget = BudgetTracker(
                 budget_usd,
                 on_event=self._budget_event,
                 registry=self.metrics.registry if self.metrics is not None else None,
                 engine=self.sql.engine,
-                now=datetime.fromtimestamp(now_ns / 1e9, tz=timezone.utc),
+                now=_utc((clock or time.time_ns)()),
             )
             all_exporters.append(self.budget)
         if synchronous:
@@ -449,9 +452,9 @@ class LLMObs:
         value = float(score)
         rating = rating or feedback_rating(value)
         known, prompt_version = in_flight(self.recorder, trace_id)
-        row = feedback_row(trace_id, value, comment, name, rating, span_id)
-        if self.recorder.clock is not time.time_ns:  # a replay or simulation: its time, not ours
-            row["created_at"] = datetime.fromtimestamp(self.recorder.clock() / 1e9, tz=timezone.utc)
+        # The recorder's clock: a replay's feedback lands at the replay's time, like its spans.
+        created_at = _utc(self.recorder.clock())
+        row = feedback_row(trace_id, value, comment, name, rating, span_id, created_at=created_at)
         self.scores.submit(
             PendingScore(row, prompt_version, feedback_rating=rating, check_trace=True, in_flight=known)
         )
@@ -553,7 +556,7 @@ class LLMObs:
                 self._alerts = AlertManager(
                     self.sql.engine,
                     notify,
-                    clock=lambda: datetime.fromtimestamp(self.recorder.clock() / 1e9, tz=timezone.utc),
+                    clock=lambda: _utc(self.recorder.clock()),
                 )
                 if self._on_budget is not None:
                     self._alerts.budget_callbacks.append(self._on_budget)

@@ -194,6 +194,7 @@ def feedback_row(
     name: str,
     label: str | None,
     span_id: object = None,
+    created_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "id": uuid.uuid4().hex,
@@ -206,7 +207,7 @@ def feedback_row(
         "comment": comment or None,
         "judge_model": None,
         "cost_usd": None,
-        "created_at": utcnow(),
+        "created_at": created_at or utcnow(),
     }
 
 

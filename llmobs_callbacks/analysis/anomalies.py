@@ -696,25 +696,47 @@ class Detector:
             + ")"
         )
         return [
-            self._anomaly(
-                type=kind,
-                severity=_severity(rule, stat),
-                metric=metric,
-                current=current,
-                baseline=ref,
-                change=ratio,
-                change_unit="x",
-                explanation=_prefix(group) + text,
-                detector=_detector(rule, stat),
-                samples=len(x),
-                baseline_samples=len(y),
-                p_value=p,
-                z=z,
-                window_start=s.since,
-                details={"reference": s.reference_label, "new_version": s.new, "baseline_median": median},
-                **group,
+            self._ratio_anomaly(
+                s, group, kind, metric, rule, stat, current, ref, (len(x), len(y)), p, z, text,
+                baseline_median=median,
             )
-        ]
+        ]  # fmt: skip
+
+    def _ratio_anomaly(
+        self,
+        s: _Sample,
+        group: dict[str, Any],
+        kind: str,
+        metric: str,
+        rule: bool,
+        stat: bool,
+        current: float,
+        ref: float,
+        samples: tuple[int, int],
+        p: float,
+        z: float | None,
+        text: str,
+        **details: Any,
+    ) -> Anomaly:
+        """An anomaly whose change is ``current / ref`` of a sample against its reference."""
+        return self._anomaly(
+            type=kind,
+            severity=_severity(rule, stat),
+            metric=metric,
+            current=current,
+            baseline=ref,
+            change=current / ref,
+            change_unit="x",
+            explanation=_prefix(group) + text,
+            detector=_detector(rule, stat),
+            samples=samples[0],
+            baseline_samples=samples[1],
+            p_value=p,
+            z=z,
+            window_start=s.since,
+            details={"reference": s.reference_label, "new_version": s.new, **details},
+            **group,
+        )
 
     def _latency(self, s: _Sample, group: dict[str, Any]) -> list[Anomaly]:
         t = self.t
@@ -759,25 +781,11 @@ class Detector:
             f"for {s.reference_label} ({ratio:.2f}×, {_fmt_p(p)})"
         )
         return [
-            self._anomaly(
-                type="latency_spike",
-                severity=_severity(rule, stat),
-                metric=f"{name}_latency_ms",
-                current=current,
-                baseline=ref,
-                change=ratio,
-                change_unit="x",
-                explanation=_prefix(group) + text,
-                detector=_detector(rule, stat),
-                samples=len(x),
-                baseline_samples=len(y),
-                p_value=p,
-                z=z,
-                window_start=s.since,
-                details={"reference": s.reference_label, "new_version": s.new},
-                **group,
+            self._ratio_anomaly(
+                s, group, "latency_spike", f"{name}_latency_ms", rule, stat, current, ref,
+                (len(x), len(y)), p, z, text,
             )
-        ]
+        ]  # fmt: skip
 
     def _rate_check(
         self,
