@@ -205,8 +205,8 @@ def test_batched_prometheus_updates_equal_span_by_span(monkeypatch: pytest.Monke
     PrometheusExporter(batched).export(spans)
 
     def one_by_one(child: object, values: list) -> None:
-        for value, exemplar in values:
-            child.observe(value, exemplar)  # type: ignore[attr-defined]
+        for value, trace_id in values:  # exemplars travel as trace ids until applied
+            child.observe(value, prometheus._exemplar(trace_id))  # type: ignore[attr-defined]
 
     reference = CollectorRegistry()
     monkeypatch.setattr(prometheus, "_observe_many", one_by_one)

@@ -285,6 +285,39 @@ def test_label_values_bounded_under_a_flood_of_model_names(reg: CollectorRegistr
     ) == pytest.approx(9.9)
 
 
+def test_series_appear_only_once_counted_and_repeat_spans_add_up(reg: CollectorRegistry) -> None:
+    """The per-series cache of the LLM metrics must not create series nobody counted in (a
+    ttft histogram for calls that never streamed, reasoning tokens of a model without them),
+    and spans of one series over several batches add up exactly."""
+    exporter = PrometheusExporter(reg)
+
+    def span(i: int, *, streamed: bool = False, cost: float | None = 0.001) -> SpanRecord:
+        s = SpanRecord(f"s{i}", f"t{i}", "parent", SpanKind.LLM, "ChatModel", "manual", 0)
+        s.end_ns = 250_000_000
+        s.model, s.provider, s.prompt_version = "gpt-4o-mini", "OpenAI", "v2"
+        s.usage = TokenUsage(input_tokens=100 + i, output_tokens=10)
+        s.cost_usd = cost
+        if streamed:
+            s.first_token_ns = 50_000_000
+        return s
+
+    exporter.export([span(i) for i in range(3)])
+    exporter.export([span(3)])
+    mp = {"model": "gpt-4o-mini", "provider": "openai"}
+    assert reg.get_sample_value("llmobs_llm_requests_total", {**LLM, "status": "ok"}) == 4
+    assert reg.get_sample_value("llmobs_llm_tokens_total", {**LLM, "type": "input"}) == 100 + 101 + 102 + 103
+    assert reg.get_sample_value("llmobs_llm_time_to_first_token_seconds_count", mp) is None
+    assert reg.get_sample_value("llmobs_llm_tokens_total", {**LLM, "type": "reasoning"}) is None
+    assert reg.get_sample_value("llmobs_llm_unpriced_requests_total", {"model": "gpt-4o-mini"}) is None
+
+    exporter.export([span(4, streamed=True, cost=None)])  # same series, now streamed and unpriced
+    assert reg.get_sample_value("llmobs_llm_time_to_first_token_seconds_count", mp) == 1
+    assert reg.get_sample_value("llmobs_llm_unpriced_requests_total", {"model": "gpt-4o-mini"}) == 1
+    assert reg.get_sample_value("llmobs_llm_requests_total", {**LLM, "status": "ok"}) == 5
+    assert reg.get_sample_value("llmobs_llm_cost_usd_total", LLM) == pytest.approx(0.004)
+    assert reg.get_sample_value("llmobs_llm_duration_seconds_count", LLM) == 5
+
+
 def test_label_cap_through_real_chains_per_label(sqlite_url: str, reg: CollectorRegistry) -> None:
     with LLMObs(sqlite_url, prometheus_registry=reg, prometheus_label_limit={"model": 3, "*": 50}) as obs:
         handler = obs.langchain_handler()

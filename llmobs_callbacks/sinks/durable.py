@@ -408,13 +408,15 @@ class DurableSQLExporter:
             now = time.monotonic()
             if not self._orphans_checked or now >= self._orphans_due:
                 # At start, then every minute: segments of processes that exited meanwhile.
-                self._orphans_checked = True
                 self._orphans_due = now + 60.0
                 try:
                     found = self.spool.claim_orphans()
                 except OSError as exc:
                     self._diag.handler_error("spool_claim", exc)
                     found = 0
+                # Only now: wait_stored's lock-free shortcut must not answer "nothing spooled"
+                # while the claim is still counting an earlier process's spans.
+                self._orphans_checked = True
                 if found:
                     logger.info("llmobs: replaying %d span(s) spooled by an earlier process", found)
             force = force or self._replay_requested

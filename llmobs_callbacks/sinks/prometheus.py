@@ -37,7 +37,7 @@ from prometheus_client import values as _prom_values
 from prometheus_client.samples import Exemplar
 
 from ..diagnostics import Diagnostics
-from ..labels import DEFAULT_LABEL_LIMIT, LabelLimiter, normalize_model_name
+from ..labels import DEFAULT_LABEL_LIMIT, OTHER, LabelLimiter, normalize_model_name
 from ..model import STATUS_ERROR, SpanKind, SpanRecord
 
 logger = logging.getLogger(__name__)
@@ -155,6 +155,11 @@ class LLMObsMetrics:
         )
         self.spans_dropped.labels(reason="queue_full")  # a series from the start: rate() works
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # (model, provider, prompt_version, status) as the span has them -> the LLM metrics'
+        # children for those labels: one lookup per LLM span instead of four label bounds and
+        # up to ten child lookups. Only combinations whose labels were all admitted are kept,
+        # so every value that overflows to __other__ is still counted once per span.
+        self._llm_series: dict[tuple[Any, ...], _LLMSeries] = {}
 
     def _child(self, metric: Counter | Histogram, *values: str) -> Any:
         """``metric.labels(*values)``, cached: label values are bounded, and this is the hot part."""
@@ -194,9 +199,7 @@ class LLMObsMetrics:
             updates.inc(self._child(self.traces, root, status))
             latency = span.latency_ms
             if latency is not None:
-                updates.observe(
-                    self._child(self.trace_duration, root, status), latency / 1e3, _exemplar(span.trace_id)
-                )
+                updates.observe(self._child(self.trace_duration, root, status), latency / 1e3, span.trace_id)
         if now:
             updates.apply()
 
@@ -220,17 +223,21 @@ class LLMObsMetrics:
         ).inc()
 
     def _record_llm(self, span: SpanRecord, updates: _BatchUpdates) -> None:
-        lab, child = self.labels, self._child
-        model, provider = lab.model(span.model), lab("provider", _lower(span.provider))
-        version = lab("prompt_version", span.prompt_version)
-        exemplar = _exemplar(span.trace_id)
-        updates.inc(child(self.llm_requests, model, provider, version, _status(span)))
+        status = _status(span)
+        key = (span.model, span.provider, span.prompt_version, status)
+        series = self._llm_series.get(key)
+        if series is None:
+            series = self._new_llm_series(span, status)
+            if series.cacheable and len(self._llm_series) < _LLM_SERIES_CACHE_MAX:
+                self._llm_series[key] = series
+        child, trace_id = series.child, span.trace_id
+        updates.inc(child("requests"))
         latency = span.latency_ms
         if latency is not None:
-            updates.observe(child(self.llm_duration, model, provider, version), latency / 1e3, exemplar)
+            updates.observe(child("duration"), latency / 1e3, trace_id)
         ttft = span.ttft_ms
         if ttft is not None:
-            updates.observe(child(self.llm_ttft, model, provider), max(ttft, 0.0) / 1e3)
+            updates.observe(child("ttft"), max(ttft, 0.0) / 1e3)
         usage = span.usage
         if usage is not None:
             for token_type, value in (
@@ -240,15 +247,22 @@ class LLMObsMetrics:
                 ("reasoning", usage.reasoning_tokens),
             ):
                 if value is not None and value >= 0:
-                    updates.inc(child(self.llm_tokens, model, provider, version, token_type), value)
+                    updates.inc(child(token_type), value)
                     if token_type in ("input", "output"):
-                        updates.observe(child(self.llm_token_usage, model, provider, token_type), value)
-        if span.cost_usd is not None:
-            if span.cost_usd >= 0:
-                updates.inc(child(self.llm_cost, model, provider, version), span.cost_usd, exemplar)
+                        updates.observe(child(_TOKEN_USAGE[token_type]), value)
+        cost = span.cost_usd
+        if cost is not None:
+            if cost >= 0:
+                updates.inc(child("cost"), cost, trace_id)
         elif usage is not None and span.model:
             # The preparer's rule for "unpriced" (Diagnostics.unpriced counts the same spans).
-            updates.inc(child(self.llm_unpriced, model))
+            updates.inc(child("unpriced"))
+
+    def _new_llm_series(self, span: SpanRecord, status: str) -> _LLMSeries:
+        lab = self.labels
+        model, provider = lab.model(span.model), lab("provider", _lower(span.provider))
+        version = lab("prompt_version", span.prompt_version)
+        return _LLMSeries(self, model, provider, version, status)
 
     def _record_tool(self, span: SpanRecord, updates: _BatchUpdates) -> None:
         labels = (self.labels("tool", span.name), _status(span))
@@ -420,6 +434,45 @@ class PrometheusExporter:
                         synced[reason] = count
 
 
+_LLM_SERIES_CACHE_MAX = 4096
+_TOKEN_USAGE = {"input": "input_usage", "output": "output_usage"}
+
+
+class _LLMSeries:
+    """The LLM metrics' children for one (model, provider, prompt_version, status), each made
+    on first use: a series appears in the exposition only once something was counted in it."""
+
+    __slots__ = ("_metrics", "_labels", "_children", "cacheable")
+
+    def __init__(self, metrics: LLMObsMetrics, model: str, provider: str, version: str, status: str) -> None:
+        self._metrics = metrics
+        self._labels = (model, provider, version, status)
+        self._children: dict[str, Any] = {}
+        self.cacheable = OTHER not in self._labels
+
+    def child(self, name: str) -> Any:
+        found = self._children.get(name)
+        if found is None:
+            found = self._children[name] = self._make(name)
+        return found
+
+    def _make(self, name: str) -> Any:
+        m, (model, provider, version, status) = self._metrics, self._labels
+        if name == "requests":
+            return m._child(m.llm_requests, model, provider, version, status)
+        if name == "duration":
+            return m._child(m.llm_duration, model, provider, version)
+        if name == "ttft":
+            return m._child(m.llm_ttft, model, provider)
+        if name in ("input_usage", "output_usage"):
+            return m._child(m.llm_token_usage, model, provider, name.removesuffix("_usage"))
+        if name == "cost":
+            return m._child(m.llm_cost, model, provider, version)
+        if name == "unpriced":
+            return m._child(m.llm_unpriced, model)
+        return m._child(m.llm_tokens, model, provider, version, name)  # a token type
+
+
 class _BatchUpdates:
     """One batch's metric updates, applied once per series by ``apply``.
 
@@ -427,17 +480,18 @@ class _BatchUpdates:
     ~4 µs each, ten per LLM span, the largest cost of ingesting LLM spans. Summed per series
     over a batch, a scrape sees the same counts, sums and bucket counts (float sums may differ
     in the last bit: addition order), and each series keeps the batch's last exemplar, as
-    sequential calls would leave it.
+    sequential calls would leave it. Exemplars are given as trace ids and built only for the
+    values that keep one.
     """
 
     __slots__ = ("counts", "observations")
 
     def __init__(self) -> None:
-        # child -> [amount without exemplar, last exemplar's amount, last exemplar]
+        # child -> [amount without exemplar, last exemplar's amount, last exemplar's trace id]
         self.counts: dict[Any, list[Any]] = {}
-        self.observations: dict[Any, list[tuple[float, dict[str, str] | None]]] = {}
+        self.observations: dict[Any, list[tuple[float, object]]] = {}
 
-    def inc(self, child: Any, amount: float = 1, exemplar: dict[str, str] | None = None) -> None:
+    def inc(self, child: Any, amount: float = 1, exemplar: object = None) -> None:
         entry = self.counts.get(child)
         if entry is None:
             entry = self.counts[child] = [0, 0, None]
@@ -447,7 +501,7 @@ class _BatchUpdates:
             entry[0] += entry[1]
             entry[1], entry[2] = amount, exemplar
 
-    def observe(self, child: Any, value: float, exemplar: dict[str, str] | None = None) -> None:
+    def observe(self, child: Any, value: float, exemplar: object = None) -> None:
         values = self.observations.get(child)
         if values is None:
             self.observations[child] = [(value, exemplar)]
@@ -459,13 +513,13 @@ class _BatchUpdates:
             if amount:
                 child.inc(amount)
             if exemplar is not None:
-                child.inc(exemplar_amount, exemplar)
+                child.inc(exemplar_amount, _exemplar(exemplar))
         for child, values in self.observations.items():
             _observe_many(child, values)
         self.counts, self.observations = {}, {}
 
 
-def _observe_many(child: Any, values: list[tuple[float, dict[str, str] | None]]) -> None:
+def _observe_many(child: Any, values: list[tuple[float, object]]) -> None:
     """``child.observe(v, exemplar)`` for every value, with one update per bucket.
 
     Uses the histogram child's value cells (``_upper_bounds``, ``_buckets``, ``_sum``, stable
@@ -476,19 +530,19 @@ def _observe_many(child: Any, values: list[tuple[float, dict[str, str] | None]])
     total_cell = getattr(child, "_sum", None)
     if bounds is None or buckets is None or total_cell is None or len(bounds) != len(buckets):
         for value, exemplar in values:
-            child.observe(value, exemplar)
+            child.observe(value, _exemplar(exemplar))
         return
     counts = [0] * len(bounds)
-    exemplars: dict[int, tuple[dict[str, str], float]] = {}
+    exemplars: dict[int, tuple[object, float]] = {}
     total = 0.0
     for value, exemplar in values:
         if value != value:  # NaN lands in no bucket: observe() knows what to do with it
-            child.observe(value, exemplar)
+            child.observe(value, _exemplar(exemplar))
             continue
         i = bisect_left(bounds, value)  # observe(): the first bucket with value <= bound
         counts[i] += 1
         total += value
-        if exemplar:
+        if exemplar is not None:
             exemplars[i] = (exemplar, value)
     total_cell.inc(total)
     for i, count in enumerate(counts):
@@ -496,7 +550,7 @@ def _observe_many(child: Any, values: list[tuple[float, dict[str, str] | None]])
             buckets[i].inc(count)
     now = time.time()
     for i, (exemplar, value) in exemplars.items():
-        buckets[i].set_exemplar(Exemplar(exemplar, value, now))
+        buckets[i].set_exemplar(Exemplar(_exemplar(exemplar), value, now))
 
 
 def _status(span: SpanRecord) -> str:

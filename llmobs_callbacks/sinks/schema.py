@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,10 +84,12 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
 
 
-def ensure_schema(engine: Engine, attempts: int = 3) -> int:
+def ensure_schema(engine: Engine, attempts: int = 10) -> int:
     """Create or upgrade the schema; returns the version the database is at afterwards.
 
-    Several processes may start at once on a new database: a losing CREATE is retried.
+    Several processes may start at once on a new database: a losing CREATE ("table … already
+    exists": SQLite runs each CREATE on its own, so check-then-create is not atomic) is retried
+    after a short random pause. Every loss means another process made progress, so this ends.
     """
     for attempt in range(attempts):
         try:
@@ -95,6 +99,7 @@ def ensure_schema(engine: Engine, attempts: int = 3) -> int:
         except sa.exc.DBAPIError:
             if attempt == attempts - 1:
                 raise
+            time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
     raise AssertionError("unreachable")
 
 
