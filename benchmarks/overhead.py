@@ -481,11 +481,15 @@ def make_spans(n: int, llm: bool) -> list[SpanRecord]:
     return spans
 
 
-def bench_ingest(url: str, n: int, llm: bool, batch: int, delay: float) -> tuple[float, float]:
+def bench_ingest(
+    url: str, n: int, llm: bool, batch: int, delay: float, busy_app: bool = False
+) -> tuple[float, float]:
     """Sustained (spans/s wall, spans per writer-CPU-second) from enqueue to committed rows.
 
     All ``n`` spans are enqueued at once (a few µs); the worker drains them in batches of
     ``batch`` as it would under a steady stream, and ``flush`` returns when the last is stored.
+    ``busy_app``: meanwhile an application thread runs pure Python without pause, so the writer
+    has to win the GIL back (after up to the 5 ms switch interval) every time it releases it.
     """
     obs = LLMObs(
         url,
@@ -498,17 +502,32 @@ def bench_ingest(url: str, n: int, llm: bool, batch: int, delay: float) -> tuple
         spans = make_spans(n, llm)
         gc.collect()
         worker = obs.processor._worker
+        done = threading.Event()
+        app = threading.Thread(target=_busy_python, args=(done,), daemon=True)
+        if busy_app:
+            app.start()
         cpu0 = _thread_cpu(worker)
         t0 = time.perf_counter()
         for s in spans:
             obs.processor.on_end(s)
-        assert obs.flush(timeout=600)
+        try:
+            assert obs.flush(timeout=600)
+        finally:
+            done.set()
         elapsed = time.perf_counter() - t0
         cpu = _thread_cpu(worker) - cpu0
         assert sum(obs.stats()["spans_dropped"].values()) == 0
         return n / elapsed, (n / cpu if cpu > 0 else float("nan"))
     finally:
         obs.shutdown()
+
+
+def _busy_python(done: threading.Event) -> None:
+    """A CPU-bound application thread: pure Python, never releasing the GIL on its own."""
+    x = 0
+    while not done.is_set():
+        for _ in range(1000):
+            x += 1
 
 
 def _thread_cpu(thread: threading.Thread) -> float:
@@ -578,6 +597,11 @@ def run_ingest(args: argparse.Namespace, tmp: Path) -> None:
                 wall, cpu = bench_ingest(url, args.ingest, llm, args.batch, args.interval)
             kind = "LLM (priced, 9 of 10) + Prometheus" if llm else "chain + Prometheus"
             print(f"| {label} | {kind} | {wall:,.0f} | {cpu:,.0f} |")
+        with ctx() as url:  # the writer beside a CPU-bound application thread
+            if url is not None:
+                n = args.ingest // 3
+                wall, cpu = bench_ingest(url, n, True, args.batch, args.interval, busy_app=True)
+                print(f"| {label} | LLM, app thread busy in Python beside | {wall:,.0f} | {cpu:,.0f} |")
     with _sqlite_ctx(tmp) as url:
         sat = bench_saturation(url, args.saturation_rate, args.saturation_seconds)
     print(

@@ -7,13 +7,16 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 from conftest import fetch
 from fixtures.durability import SPANS_PER_TRACE, run_traces
 
 from llmobs_callbacks import LLMObs
+from llmobs_callbacks.sinks.durable import Spool
 
 # A child process: one LangChain invocation, then whatever ending the test asks for. The
 # flush interval is long, so only the exit path can have written the spans.
@@ -76,7 +79,12 @@ def test_an_apps_own_sigterm_handler_is_left_alone(tmp_path: Path) -> None:
     assert len(fetch(url, "spans", trace_id=run_id)) == 3  # ... and atexit still flushed
 
 
-def test_spans_spooled_at_exit_are_replayed_by_the_next_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slow_claim", [False, True], ids=["claim", "slow-claim"])
+def test_spans_spooled_at_exit_are_replayed_by_the_next_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_claim: bool
+) -> None:
+    """``slow_claim``: the worker is still claiming the earlier process's segment when
+    ``flush()`` asks whether anything is spooled; the answer must wait for the claim."""
     path = tmp_path / "store.db"
     url = f"sqlite:///{path}"
     spool = tmp_path / "spool"
@@ -91,6 +99,14 @@ def test_spans_spooled_at_exit_are_replayed_by_the_next_process(tmp_path: Path) 
     locker.close()
     assert fetch(url, "spans", trace_id=run_id) == []
 
+    if slow_claim:
+        claim = Spool.claim_orphans
+
+        def slow(self: Spool) -> int:
+            time.sleep(0.3)
+            return claim(self)
+
+        monkeypatch.setattr(Spool, "claim_orphans", slow)
     nxt = LLMObs(url, prometheus_registry=None, spool_dir=spool)
     assert nxt.flush(timeout=30) is True
     assert len(fetch(url, "spans", trace_id=run_id)) == SPANS_PER_TRACE

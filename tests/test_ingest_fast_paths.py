@@ -3,6 +3,8 @@
 - ``BulkInserter``: PostgreSQL batches go through COPY into a staging table (executemany below
   ``copy_threshold``); rows, JSON text, NULLs and timestamps must be the same either way, and a
   replayed batch must add nothing.
+- SQLite batches go in as multi-row statements (power-of-two chunks): the same rows as
+  ``executemany``, whatever the batch size, and replays add nothing.
 - ``json_text`` is ``json.dumps``; ``jsonable_dict``'s flat-dict shortcut is ``to_jsonable``.
 - Prometheus updates are summed per series over a batch: the scrape must match span-by-span
   ``observe``/``inc`` calls.
@@ -111,6 +113,45 @@ def test_copy_and_executemany_write_the_same_text(db_url: str, monkeypatch: pyte
         copy = sql(db_url, f"select {columns} from spans where trace_id = 'trace-copy' order by span_id")
         many = sql(db_url, f"select {columns} from spans where trace_id = 'trace-many' order by span_id")
         assert len(copy) == 35 and copy == many
+    finally:
+        exporter.shutdown()
+
+
+def test_power_of_two_chunks_cover_every_row() -> None:
+    for n in range(0, 1100):
+        sizes = list(bulk._power_of_two_chunks(n, 256))
+        assert sum(sizes) == n
+        assert all(size & (size - 1) == 0 and size <= 256 for size in sizes)
+        assert len(set(sizes[sizes.count(256) :])) == len(sizes) - sizes.count(256)  # binary digits
+
+
+@pytest.mark.parametrize("batch", [1, 3, 256, 300, 517])
+def test_sqlite_multi_row_statements_store_what_executemany_stores(
+    sqlite_url: str, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = SQLExporter(sqlite_url)
+    try:
+        for label in ("multi", "many"):
+            if label == "many":
+                monkeypatch.setattr(
+                    bulk.BulkInserter,
+                    "_insert_sqlite",
+                    lambda self, conn, params: conn.exec_driver_sql(self._sql, params),
+                )
+            spans = [_span(i, f"trace-{label}", parent=None if i == 0 else "p") for i in range(batch)]
+            for i, s in enumerate(spans):
+                s.span_id = f"{label}-{i:04d}"
+                s.documents = [RetrievedDocument(0, f"d{i}", "c", 0.5, {"k": i})]
+            exporter.export(spans)
+            exporter.export(spans[: batch // 2 + 1])  # a replay adds nothing
+        columns = "name, start_time, end_time, attributes, tags, input, output, cost_usd, input_tokens"
+        multi = sql(
+            sqlite_url, f"select {columns} from spans where trace_id = 'trace-multi' order by span_id"
+        )
+        many = sql(sqlite_url, f"select {columns} from spans where trace_id = 'trace-many' order by span_id")
+        assert len(multi) == batch and multi == many
+        docs = sql(sqlite_url, "select count(*) from retrieved_documents")[0][0]
+        assert docs == 2 * batch
     finally:
         exporter.shutdown()
 
