@@ -56,7 +56,7 @@ def _rows(url: str) -> dict[str, dict]:
 def test_bulk_paths_store_identical_rows_and_replays_add_nothing(
     db_url: str, threshold: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On PostgreSQL ``copy`` uses COPY, ``executemany`` does not; SQLite always executes many.
+    """On PostgreSQL ``copy`` uses COPY, ``executemany`` does not; SQLite uses multi-row INSERTs either way.
     Either way every column reads back as written and a replay (whole batch, or a batch mixing
     stored and new spans) inserts only the new rows."""
     monkeypatch.setattr(bulk.BulkInserter, "copy_threshold", threshold)
