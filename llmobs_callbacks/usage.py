@@ -38,6 +38,8 @@ def _count(value: Any, diag: Diagnostics | None = None) -> int | None:
 
 
 def _get(mapping: Any, key: str) -> Any:
+    if type(mapping) is dict:  # LangChain's UsageMetadata (a TypedDict): skip the ABC check
+        return mapping.get(key)
     if isinstance(mapping, Mapping):
         try:
             return mapping.get(key)
@@ -57,7 +59,7 @@ def _finish(usage: TokenUsage) -> TokenUsage | None:
     return usage
 
 
-def _truthy(value: Any) -> bool:
+def truthy(value: Any) -> bool:
     try:
         return bool(value)
     except Exception:  # noqa: BLE001 - e.g. a numpy array or a broken __bool__/__len__
@@ -66,7 +68,7 @@ def _truthy(value: Any) -> bool:
 
 def from_usage_metadata(um: Any, diag: Diagnostics | None = None) -> TokenUsage | None:
     """LangChain ``UsageMetadata``: input includes cache, output includes reasoning."""
-    if um is None or not _truthy(um):
+    if um is None or not truthy(um):
         return None
     inp = _get(um, "input_token_details") or {}
     out = _get(um, "output_token_details") or {}
@@ -84,7 +86,7 @@ def from_usage_metadata(um: Any, diag: Diagnostics | None = None) -> TokenUsage 
 
 def from_provider_usage(raw: Any, diag: Diagnostics | None = None) -> TokenUsage | None:
     """A provider's raw usage object: OpenAI (prompt/completion), Anthropic, Gemini shapes."""
-    if raw is None or not _truthy(raw):
+    if raw is None or not truthy(raw):
         return None
     prompt = _count(_get(raw, "prompt_tokens"), diag)
     if prompt is not None or _get(raw, "completion_tokens") is not None:  # OpenAI and compatibles

@@ -702,6 +702,22 @@ li_ops = st.one_of(
 )
 
 
+def test_unreadable_stream_tokens_still_time_the_first_token(fuzz_obs: Any) -> None:
+    """A token or chunk whose attribute access or truth test raises (found by the fuzzer):
+    no internal error, and the chunk still counts as the model answering."""
+    obs, _clock, spy, url = fuzz_obs
+    handler = obs.langchain_handler()
+    before, first = obs.stats(), len(spy.ids)
+    for token, chunk in ((None, BrokenGetattr()), (BrokenGetattr(), None)):
+        run_id = uuid.uuid4()
+        handler.on_chat_model_start({"name": "Fuzz"}, [[HumanMessage("hi")]], run_id=run_id)
+        handler.on_llm_new_token(token, chunk=chunk, run_id=run_id)
+        handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("ok"))]]), run_id=run_id)
+    assert errors_delta(before["handler_errors"], obs.stats()["handler_errors"]) == {}
+    rows = check_stored(url, spy, first)
+    assert len(rows) == 2 and all(r["ttft_ms"] is not None for r in rows.values())
+
+
 @FUZZ_SETTINGS
 @given(ops=st.lists(li_ops, max_size=25), steps=clock_steps)
 def test_llama_index_handlers_survive_hostile_call_sequences(

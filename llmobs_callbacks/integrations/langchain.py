@@ -25,7 +25,7 @@ from ..diagnostics import Diagnostics
 from ..model import PromptTemplate, RetrievedDocument, SpanKind
 from ..prompts import prompt_identity
 from ..recorder import GRAPH_END, Recorder
-from ..usage import from_provider_usage, from_usage_metadata
+from ..usage import from_provider_usage, from_usage_metadata, truthy
 
 FRAMEWORK = "langchain"
 _SCORE_KEYS = ("score", "relevance_score", "similarity_score", "_score", "distance")
@@ -228,7 +228,7 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         recorder = self._recorder
         if recorder is None:
             return
-        if token or _chunk_has_content(chunk):
+        if (token if type(token) is str else truthy(token)) or _chunk_has_content(chunk):
             recorder.first_token(run_id)
 
     @_guarded
@@ -420,10 +420,13 @@ def _shallow(value: Any) -> Any:
 def _chunk_has_content(chunk: Any) -> bool:
     if chunk is None:
         return False
-    message = getattr(chunk, "message", None)
-    if message is None:
-        return bool(getattr(chunk, "text", None))
-    return bool(message.content) or bool(getattr(message, "tool_call_chunks", None))
+    try:
+        message = getattr(chunk, "message", None)
+        if message is None:
+            return bool(getattr(chunk, "text", None))
+        return bool(message.content) or bool(getattr(message, "tool_call_chunks", None))
+    except Exception:  # noqa: BLE001 - an unreadable chunk still is the model answering
+        return True
 
 
 def _read_llm_result(response: Any, diag: Diagnostics | None = None) -> tuple[Any, Any, str | None]:
