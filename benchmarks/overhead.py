@@ -227,13 +227,27 @@ def postgres_schema(base_url: str, label: str) -> Iterator[str | None]:
 
 
 class Variant:
-    def __init__(self, label: str, config: dict, obs: LLMObs | None = None) -> None:
+    """A way to run the chain: ``config`` for invoke; ``flush`` empties its tracer's backlog
+    (untimed before a block; after it, counted in total CPU); ``enter``/``leave`` wrap a block,
+    untimed (``peers.py``: an instrumentor hooks every callback manager only while active)."""
+
+    def __init__(
+        self,
+        label: str,
+        config: dict,
+        obs: LLMObs | None = None,
+        *,
+        flush: Callable[[], Any] | None = None,
+        enter: Callable[[], Any] = lambda: None,
+        leave: Callable[[], Any] = lambda: None,
+    ) -> None:
         self.label, self.config, self.obs = label, config, obs
+        self._flush = flush if flush is not None else (lambda: obs.flush(120) if obs is not None else None)
+        self.enter, self.leave = enter, leave
 
     def settle(self) -> None:
-        """Untimed, before each block: the writer's backlog from the last block is stored."""
-        if self.obs is not None:
-            self.obs.flush(120)
+        """Untimed, before each block: the tracer's backlog from the last block is stored."""
+        self._flush()
 
 
 def make_variants(tmp: Path, pg_url: str | None, which: set[str]) -> dict[str, Variant]:
@@ -295,18 +309,23 @@ def bench_sync(chain: Any, x: Any, variants: dict[str, Variant], rounds: int, n:
         random.shuffle(order)
         for key in order:
             v = variants[key]
-            v.settle()
-            gc.collect()
-            cfg, single = v.config, res.single[key]
-            t0, c0, p0 = perf(), time.thread_time(), time.process_time()
-            for _ in range(n):
-                t = perf()
-                chain.invoke(x, config=cfg)
-                single.append(perf() - t)
-            res.wall[key].append((perf() - t0) / n * 1e6)
-            res.cpu[key].append((time.thread_time() - c0) / n * 1e6)
-            v.settle()  # the writer's share of this block, in the process CPU
-            res.total[key].append((time.process_time() - p0) / n * 1e6)
+            v.enter()
+            try:
+                chain.invoke(x, config=v.config)  # warm: the first call after instrumenting
+                v.settle()
+                gc.collect()
+                cfg, single = v.config, res.single[key]
+                t0, c0, p0 = perf(), time.thread_time(), time.process_time()
+                for _ in range(n):
+                    t = perf()
+                    chain.invoke(x, config=cfg)
+                    single.append(perf() - t)
+                res.wall[key].append((perf() - t0) / n * 1e6)
+                res.cpu[key].append((time.thread_time() - c0) / n * 1e6)
+                v.settle()  # the writer's share of this block, in the process CPU
+                res.total[key].append((time.process_time() - p0) / n * 1e6)
+            finally:
+                v.leave()
     return res
 
 

@@ -3,9 +3,9 @@
     pip install -e ".[bench]"            # the peers, for this benchmark only
     python benchmarks/peers.py [--rounds 7] [--n 60]
 
-Workloads and method are those of ``overhead.py`` (4-run chain, 7-run RAG chain, LangGraph
-agent; interleaved rounds, order shuffled, untimed flush of every tracer before each block,
-paired per-round differences). Variants:
+Workloads and method are those of ``overhead.py``, whose ``bench_sync`` runs it (4-run chain,
+7-run RAG chain, LangGraph agent; interleaved rounds, order shuffled, an untimed warm-up call
+and flush before each block, paired per-round differences). Variants:
 
 - no callbacks, a no-op handler, ours (``LLMObs`` on SQLite with Prometheus: the defaults);
 - Langfuse's LangChain ``CallbackHandler`` (v3+, OpenTelemetry-based, batch export over HTTP);
@@ -27,20 +27,15 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import gc
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 # The loopback sink runs in a child process, so parsing the peers' uploads costs this
 # process nothing: only what their exporters do is measured.
@@ -124,7 +119,7 @@ os.environ.update(
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import CHAINS, NoopHandler, count_runs, paired  # noqa: E402
+from overhead import CHAINS, NoopHandler, Variant, bench_sync, count_runs, paired  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from llmobs_callbacks import LLMObs  # noqa: E402
@@ -133,22 +128,6 @@ from llmobs_callbacks import LLMObs  # noqa: E402
 # theirs, but printing thousands of them would drown the table. (After the imports:
 # langchain-core installs its own filter for its deprecation warnings on import.)
 warnings.filterwarnings("ignore", message=r"Calling \.text\(\) as a method is deprecated")
-
-
-class Variant:
-    """A way to run the chain: ``config`` for invoke, ``enter``/``leave`` around a block
-    (untimed), ``flush`` to empty its exporter before the next block (untimed)."""
-
-    def __init__(
-        self,
-        label: str,
-        config: dict,
-        flush: Callable[[], Any] = lambda: None,
-        enter: Callable[[], Any] = lambda: None,
-        leave: Callable[[], Any] = lambda: None,
-    ) -> None:
-        self.label, self.config = label, config
-        self.flush, self.enter, self.leave = flush, enter, leave
 
 
 def langfuse_variant() -> Variant | None:
@@ -207,35 +186,6 @@ def openinference_variant() -> Variant | None:
     )
 
 
-def bench(chain: Any, x: Any, variants: dict[str, Variant], rounds: int, n: int) -> tuple[dict, dict, dict]:
-    """µs per invocation per variant and round: wall, caller-thread CPU, and total CPU (the
-    process's CPU until the variant's exporter has flushed: its background threads included)."""
-    wall: dict[str, list[float]] = {k: [] for k in variants}
-    cpu: dict[str, list[float]] = {k: [] for k in variants}
-    total: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        order = list(variants)
-        random.shuffle(order)
-        for key in order:
-            v = variants[key]
-            v.enter()
-            try:
-                chain.invoke(x, config=v.config)  # warm (first call after instrumenting)
-                for other in variants.values():
-                    other.flush()
-                gc.collect()
-                t0, c0, p0 = time.perf_counter(), time.thread_time(), time.process_time()
-                for _ in range(n):
-                    chain.invoke(x, config=v.config)
-                wall[key].append((time.perf_counter() - t0) / n * 1e6)
-                cpu[key].append((time.thread_time() - c0) / n * 1e6)
-                v.flush()
-                total[key].append((time.process_time() - p0) / n * 1e6)
-            finally:
-                v.leave()
-    return wall, cpu, total
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -249,7 +199,7 @@ def main() -> None:
     variants: dict[str, Variant] = {
         "none": Variant("no callbacks", {}),
         "noop": Variant("no-op handler", {"callbacks": [NoopHandler()]}),
-        "ours": Variant("llmobs (SQLite + Prometheus)", {"callbacks": [obs.langchain_handler()]}, obs.flush),
+        "ours": Variant("llmobs (SQLite + Prometheus)", {"callbacks": [obs.langchain_handler()]}, obs),
     }
     for key, make in (
         ("langfuse", langfuse_variant),
@@ -269,7 +219,8 @@ def main() -> None:
         for label, (factory, x) in CHAINS.items():
             chain = factory()
             runs = count_runs(chain, x)
-            wall, cpu, total = bench(chain, x, variants, args.rounds, args.n)
+            res = bench_sync(chain, x, variants, args.rounds, args.n)
+            wall, cpu, total = res.wall, res.cpu, res.total
             ours_cpu = paired(cpu["ours"], cpu["noop"])
             ours_total = paired(total["ours"], total["noop"])
             for key, v in variants.items():
@@ -286,7 +237,7 @@ def main() -> None:
                 )
     finally:
         for v in variants.values():
-            v.flush()
+            v.settle()
         obs.shutdown()
         tmp_dir.cleanup()
     stats = sink_stats()
