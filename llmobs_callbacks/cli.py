@@ -52,8 +52,7 @@ def _trace(args: argparse.Namespace) -> int:
     try:
         from .analysis.store import TraceStore
     except ImportError as exc:
-        print(f"llmobs trace needs pandas: pip install 'llmobs-callbacks[analysis]' ({exc})", file=sys.stderr)
-        return 2
+        return _missing("trace", "pandas", "'llmobs-callbacks[analysis]'", exc)
     with TraceStore(resolve_database_url(args.database_url)) as store:
         try:
             tree = store.trace(args.trace_id)
@@ -64,15 +63,17 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing(command: str, what: str, install: str, exc: ImportError) -> int:
+    """An optional dependency of ``llmobs <command>`` is not installed: say which, exit 2."""
+    print(f"llmobs {command} needs {what}: pip install {install} ({exc})", file=sys.stderr)
+    return 2
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from .demo import Scenario, simulate
     except ImportError as exc:
-        print(
-            f"llmobs demo needs langchain-core and langgraph: pip install 'llmobs-callbacks[demo]' ({exc})",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing("demo", "langchain-core and langgraph", "'llmobs-callbacks[demo]'", exc)
     rate = args.requests_per_hour if args.traces is None else args.traces / args.hours
     scenario = Scenario(
         hours=args.hours,
@@ -368,11 +369,7 @@ def _anomalies(args: argparse.Namespace) -> int:
         from .analysis.anomalies import SEVERITIES, AnomalyThresholds, format_anomalies
         from .analysis.store import TraceStore
     except ImportError as exc:
-        print(
-            f"llmobs anomalies needs pandas and scipy: pip install 'llmobs-callbacks[analysis]' ({exc})",
-            file=sys.stderr,
-        )
-        return 2
+        return _missing("anomalies", "pandas and scipy", "'llmobs-callbacks[analysis]'", exc)
     from dataclasses import replace
 
     thresholds = replace(AnomalyThresholds(), **_threshold_overrides(args.set))  # type: ignore[arg-type]
@@ -421,8 +418,7 @@ def _gate(args: argparse.Namespace) -> int:
         from .analysis.gate import GateCriteria, parse_fraction, run_gate
         from .analysis.store import TraceStore
     except ImportError as exc:
-        print(f"llmobs gate needs pandas: pip install 'llmobs-callbacks[analysis]' ({exc})", file=sys.stderr)
-        return 2
+        return _missing("gate", "pandas", "'llmobs-callbacks[analysis]'", exc)
 
     def limit(text: str | None) -> float | None:
         if text is None or text.strip().lower() in ("off", "none"):

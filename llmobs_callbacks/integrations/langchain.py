@@ -235,13 +235,11 @@ class LangChainCallbackHandler(BaseCallbackHandler):
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         if self._recorder is None:
             return
-        try:
-            output, usage, model = _read_llm_result(response, self._diag)
-            price_context = _price_context(response)
-        except Exception as exc:  # noqa: BLE001 - a malformed result: still end (and store) the run
-            self._diag.handler_error("langchain.llm_result", exc)
-            output = usage = model = price_context = None
-        self._recorder.end(run_id, output=output, usage=usage, model=model, price_context=price_context)
+        # A malformed result raises here; _guarded counts it and still ends the run, without it.
+        output, usage, model = _read_llm_result(response, self._diag)
+        self._recorder.end(
+            run_id, output=output, usage=usage, model=model, price_context=_price_context(response)
+        )
 
     @_guarded
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -254,7 +252,7 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         if response is not None:
             try:
                 _, usage, model = _read_llm_result(response, self._diag)
-            except Exception as exc:  # noqa: BLE001 - a malformed result: still end the run
+            except Exception as exc:  # noqa: BLE001 - keep the error: _guarded would end the run as ok
                 self._diag.handler_error("langchain.llm_result", exc)
         self._recorder.end(run_id, error=error, usage=usage, model=model)
 
