@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from .diagnostics import Diagnostics
 from .model import SpanRecord
-from .pricing import Pricer
+from .pricing import Pricer, model_key
 from .serialize import jsonable_dict, to_text
 
 
@@ -51,11 +51,14 @@ class SpanPreparer:
             span.parent_span_id = str(span.parent_span_id)
         for decision in span.branch_decisions or ():
             decision.span_id = str(decision.span_id)
-        if span.usage is not None and span.cost_usd is None and span.model:
+        if span.request_model or span.response_model:
+            span.model = model_key(span.request_model, span.response_model)
+        priced_as = span.response_model or span.request_model or span.model
+        if span.usage is not None and span.cost_usd is None and priced_as:
             at = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc)
-            price = self._pricer.price(span.model, span.provider, span.usage, at, span.price_context)
+            price = self._pricer.price(priced_as, span.provider, span.usage, at, span.price_context)
             if price is None:
-                self._diag.unpriced_model(span.model)
+                self._diag.unpriced_model(span.model or priced_as)
             else:
                 span.cost_usd = price.cost_usd
                 span.price_source = price.source

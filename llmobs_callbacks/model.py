@@ -103,8 +103,11 @@ class SpanRecord:
         "status",
         "error_type",
         "error_message",
-        # LLM call
+        # LLM call: the model asked for, the one that answered, and (after preparation) the
+        # normalised grouping key stored as ``model``
         "model",
+        "request_model",
+        "response_model",
         "provider",
         "usage",
         "cost_usd",
@@ -119,6 +122,7 @@ class SpanRecord:
         "user_id",
         "tags",
         "metadata",
+        "internal",  # not a user's request (the judge, index building): inherited by children
         # payloads (raw on the hot path, text after preparation)
         "input",
         "output",
@@ -145,6 +149,8 @@ class SpanRecord:
     error_type: str | None
     error_message: str | None
     model: str | None
+    request_model: str | None
+    response_model: str | None
     provider: str | None
     usage: TokenUsage | None
     cost_usd: float | None
@@ -158,6 +164,7 @@ class SpanRecord:
     user_id: str | None
     tags: list[str] | None
     metadata: dict[str, Any] | None
+    internal: bool
     input: Any
     output: Any
     documents: list[RetrievedDocument] | None
@@ -185,7 +192,9 @@ class SpanRecord:
         self.start_ns = start_ns
         self.status = STATUS_OK
         self.end_ns = self.first_token_ns = self.error_type = self.error_message = None
-        self.model = self.provider = self.usage = self.cost_usd = self.price_source = None
+        self.model = self.request_model = self.response_model = None
+        self.provider = self.usage = self.cost_usd = self.price_source = None
+        self.internal = False
         self.price_context = None
         self.invocation_params = self.prompt_name = self.prompt_version = self.prompt_template = None
         self.session_id = self.user_id = self.tags = self.metadata = None

@@ -12,6 +12,7 @@ cheaper. Tiered prices and prices that change over time always go through ``calc
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -42,6 +43,22 @@ _PROVIDER_ALIASES = {
     "mistralai": "mistral",
     "xai": "x-ai",
 }
+
+
+# A trailing date snapshot: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022, gemini-1.5-pro@001-style
+# suffixes are left alone (no date in them).
+_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|20\d{6})$")
+
+
+def model_key(request_model: str | None, response_model: str | None) -> str | None:
+    """The one name a model's calls are grouped under: the model asked for, else the response's
+    without its date snapshot. A failed call (no response) and a successful one of the same
+    model get the same key."""
+    if request_model:
+        return request_model
+    if response_model:
+        return _SNAPSHOT.sub("", response_model) or response_model
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,11 +85,14 @@ class Recorder:
         provider: str | None = None,
         invocation_params: dict[str, Any] | None = None,
         prompt_template: PromptTemplate | None = None,
+        internal: bool = False,
     ) -> SpanRecord | None:
         """Open a span; returns None (and counts it) for a duplicate start of an open span.
 
         Declared context comes from ``metadata`` (``prompt_name``, ``prompt_version``,
         ``session_id``, ``user_id``); what a span does not declare it inherits from its parent.
+        ``model`` is the model asked for (``end`` takes the one that answered); ``internal``
+        marks work that is not a user's request (children inherit it).
         """
         if metadata:
             get = metadata.get
@@ -111,6 +114,7 @@ class Recorder:
                 parent = self._open.get(parent_span_id) if parent_span_id is not None else None
                 if parent is not None:
                     trace_id = parent.trace_id
+                    internal = internal or parent.internal
                     if prompt_version is None:
                         last_prompt = parent.last_prompt
                         if kind == SpanKind.LLM and last_prompt is not None:
@@ -146,8 +150,9 @@ class Recorder:
                 span.tags = tags
                 span.metadata = metadata
                 span.input = input
-                span.model = model
+                span.request_model = model
                 span.provider = provider
+                span.internal = internal
                 span.invocation_params = invocation_params
                 self._open[span_id] = span  # published complete: children may read it at once
         if duplicate:
@@ -178,6 +183,7 @@ class Recorder:
         price_context: dict[str, str] | None = None,
     ) -> SpanRecord | None:
         """Close a span and hand it to the processor; None for an unknown or duplicate end.
+        ``model`` is the model that answered (the response's, often a dated snapshot).
 
         ``price_context`` carries what selects a price beyond the model (OpenAI's
         ``service_tier``: priority and flex requests cost differently)."""
@@ -203,7 +209,7 @@ class Recorder:
         if usage is not None:
             span.usage = usage
         if model:
-            span.model = model
+            span.response_model = model
         if provider and not span.provider:
             span.provider = provider
         if documents is not None:

@@ -102,7 +102,7 @@ def roots_query(
     trace_id: str | Sequence[str] | None = None,
 ) -> sa.Select:
     """The ids of the traces whose root matches the root-level filters (an index range on
-    ``ix_spans_root_start``)."""
+    ``ix_spans_roots``)."""
     r = SPANS.alias("root").c
     query = sa.select(r.trace_id).where(
         r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until)

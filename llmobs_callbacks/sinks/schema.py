@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from .tables import SCHEMA_VERSION, TABLES, SchemaVersionRow
+from .tables import SCHEMA_VERSION, TABLES, PromptVersionRow, SchemaVersionRow, SpanRow
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +80,43 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 
 
-# version N -> N+1 steps, applied in order. Adding nullable columns needs no step (see below).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _v1_to_v2(conn: Connection) -> None:
+    """Schema 2: ``prompt_versions`` keyed by template hash too (a version whose template was
+    edited keeps both templates), the roots' covering index widened, the judge's traces marked
+    internal (they were counted as requests)."""
+    table = "prompt_versions"
+    if conn.dialect.name == "postgresql":
+        pk = sa.inspect(conn).get_pk_constraint(table)["name"] or f"{table}_pkey"
+        conn.execute(sa.text(f"UPDATE {table} SET template_hash = '' WHERE template_hash IS NULL"))
+        conn.execute(
+            sa.text(
+                f"ALTER TABLE {table} ALTER COLUMN template_hash SET DEFAULT '', "
+                "ALTER COLUMN template_hash SET NOT NULL"
+            )
+        )
+        conn.execute(sa.text(f'ALTER TABLE {table} DROP CONSTRAINT "{pk}"'))
+        key = "prompt_name, prompt_version, template_hash"
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD PRIMARY KEY ({key})"))
+    else:  # SQLite cannot change a primary key in place: copy into a new table
+        conn.execute(sa.text(f"ALTER TABLE {table} RENAME TO {table}_v1"))
+        PromptVersionRow.__table__.create(conn)
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {table} (prompt_name, prompt_version, template_hash, template, first_seen, "
+                f"last_seen) SELECT prompt_name, prompt_version, COALESCE(template_hash, ''), template, "
+                f"first_seen, last_seen FROM {table}_v1"
+            )
+        )
+        conn.execute(sa.text(f"DROP TABLE {table}_v1"))
+        conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_root_start"))  # now ix_spans_roots
+    spans = SpanRow.__table__
+    roots = sa.select(spans.c.trace_id).where(spans.c.parent_span_id.is_(None), spans.c.kind == "judge")
+    conn.execute(sa.update(spans).where(spans.c.trace_id.in_(roots)).values(internal=True))
+
+
+# version N -> N+1 steps, applied in order, after missing nullable columns were added (those
+# need no step: see below).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def ensure_schema(engine: Engine, attempts: int = 10) -> int:
@@ -121,15 +156,15 @@ def _ensure_schema_once(engine: Engine) -> int:
                 f"the database schema is at version {current}, newer than this llmobs-callbacks "
                 f"(version {SCHEMA_VERSION}); upgrade llmobs-callbacks to write to it"
             )
+        # Also at the same version: a column or index added to the models without a version
+        # bump still reaches databases made before it (both steps only add, never drop).
+        _add_missing_columns(conn)
         if current < SCHEMA_VERSION:
             for version in range(current, SCHEMA_VERSION):
                 step = MIGRATIONS.get(version)
                 if step is not None:
                     logger.info("llmobs: migrating schema %d -> %d", version, version + 1)
                     step(conn)
-        # Also at the same version: a column or index added to the models without a version
-        # bump still reaches databases made before it (both steps only add, never drop).
-        _add_missing_columns(conn)
         _add_missing_indexes(conn)
         if current < SCHEMA_VERSION:
             conn.execute(

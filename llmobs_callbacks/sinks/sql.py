@@ -164,9 +164,12 @@ class SQLExporter:
             "latency_ms": s.latency_ms,
             "ttft_ms": s.ttft_ms,
             "model": s.model,
+            "request_model": s.request_model,
+            "response_model": s.response_model,
             "provider": s.provider,
             "prompt_name": s.prompt_name,
             "prompt_version": s.prompt_version,
+            "template_hash": s.prompt_template.template_hash if s.prompt_template is not None else None,
             "input_tokens": u.input_tokens if u else None,
             "output_tokens": u.output_tokens if u else None,
             "cached_input_tokens": u.cached_input_tokens if u else None,
@@ -179,6 +182,7 @@ class SQLExporter:
             "user_id": s.user_id,
             "service": self._service,
             "environment": self._environment,
+            "internal": True if s.internal else None,
             "tags": s.tags or None,
             "attributes": attributes or None,
             "input": s.input,
@@ -191,9 +195,8 @@ class SQLExporter:
         stmt = self._insert(_PROMPTS)
         excluded = stmt.excluded
         return stmt.on_conflict_do_update(
-            index_elements=["prompt_name", "prompt_version"],
+            index_elements=["prompt_name", "prompt_version", "template_hash"],
             set_={
-                "template_hash": sa.func.coalesce(_PROMPTS.c.template_hash, excluded.template_hash),
                 "template": sa.func.coalesce(_PROMPTS.c.template, excluded.template),
                 "first_seen": sa.case(
                     (excluded.first_seen < _PROMPTS.c.first_seen, excluded.first_seen),
@@ -208,28 +211,27 @@ class SQLExporter:
 
 
 def _prompt_version_rows(spans: Sequence[SpanRecord]) -> list[dict[str, Any]]:
-    """One row per distinct (name, version) in the batch, sorted (stable lock order in PG)."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    """One row per distinct (name, version, template hash) in the batch, sorted (stable lock
+    order in PG); ``template_hash = ''`` where no template was seen."""
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for s in spans:
         if not s.prompt_version:
             continue
-        key = (s.prompt_name or "", s.prompt_version)
+        t = s.prompt_template
+        templated = t is not None and t.prompt_version == s.prompt_version and t.template_hash
+        key = (s.prompt_name or "", s.prompt_version, t.template_hash if templated else "")  # type: ignore[union-attr]
         seen = _utc(s.start_ns)
         row = rows.get(key)
         if row is None:
-            row = rows[key] = {
+            rows[key] = {
                 "prompt_name": key[0],
                 "prompt_version": key[1],
-                "template_hash": None,
-                "template": None,
+                "template_hash": key[2],
+                "template": t.template if templated else None,  # type: ignore[union-attr]
                 "first_seen": seen,
                 "last_seen": seen,
             }
         else:
             row["first_seen"] = min(row["first_seen"], seen)
             row["last_seen"] = max(row["last_seen"], seen)
-        t = s.prompt_template
-        if t is not None and t.prompt_version == s.prompt_version and row["template_hash"] is None:
-            row["template_hash"] = t.template_hash
-            row["template"] = t.template
     return [rows[k] for k in sorted(rows)]

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _utcnow() -> datetime:
@@ -44,9 +44,10 @@ class SpanRow(SQLModel, table=True):
         # reads take, so the reads never touch the (wide) rows; PostgreSQL keeps them narrow
         # (its B-tree entries are limited to ~2.7 kB, which long multi-byte names could exceed).
         Index(
-            "ix_spans_root_start",
+            # v2 (was ix_spans_root_start): also covers ``internal`` and ``prompt_name``.
+            "ix_spans_roots",
             *("parent_span_id", "start_time", "trace_id", "name", "latency_ms", "status", "error_type"),
-            *("prompt_version", "session_id", "user_id"),
+            *("prompt_name", "prompt_version", "session_id", "user_id", "internal"),
             sqlite_where=text("parent_span_id IS NULL"),
         ).ddl_if(dialect="sqlite"),
         Index(
@@ -82,10 +83,17 @@ class SpanRow(SQLModel, table=True):
     end_time: datetime | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None
+    # ``model`` is the grouping key (the requested model, else the response's without its date
+    # snapshot), so a failed call and a successful one of one model share it; the two names as
+    # the provider saw them are kept apart (OpenTelemetry's gen_ai.request/response.model).
     model: str | None = Field(default=None, max_length=255)
+    request_model: str | None = Field(default=None, max_length=255)
+    response_model: str | None = Field(default=None, max_length=255)
     provider: str | None = Field(default=None, max_length=64)
     prompt_name: str | None = Field(default=None, max_length=255)
     prompt_version: str | None = Field(default=None, max_length=255)
+    # sha-256 of the template this span rendered (prompt runs and the LLM calls they fed).
+    template_hash: str | None = Field(default=None, max_length=64)
     input_tokens: int | None = None
     output_tokens: int | None = None
     cached_input_tokens: int | None = None
@@ -98,6 +106,9 @@ class SpanRow(SQLModel, table=True):
     user_id: str | None = Field(default=None, max_length=255)
     service: str | None = Field(default=None, max_length=255)
     environment: str | None = Field(default=None, max_length=64)
+    # True for work that is not a user's request: the judge's evaluations, index building and
+    # ingestion, the library's own calls. Readers leave these traces out of "requests".
+    internal: bool | None = None
     tags: list[str] | None = _json()
     attributes: dict[str, Any] | None = _json()
     input: str | None = _text()
@@ -134,16 +145,25 @@ class ScoreRow(SQLModel, table=True):
     judge_model: str | None = Field(default=None, max_length=255)
     cost_usd: float | None = None
     created_at: datetime = Field(default_factory=_utcnow, index=True)
+    # Who gave a user score; one current score per (trace, user, name): a changed rating sets
+    # ``superseded_at`` on the earlier row (kept as history, never counted).
+    user_id: str | None = Field(default=None, max_length=255)
+    superseded_at: datetime | None = None
 
 
 class PromptVersionRow(SQLModel, table=True):
-    """Every distinct (prompt_name, prompt_version) seen, with its template text."""
+    """Every distinct template seen under each (prompt_name, prompt_version).
+
+    Keyed by the template's hash: a declared version whose template was edited gets a second
+    row (and a ``prompt_drift`` anomaly); ``template_hash = ''`` is a version declared in
+    metadata whose template was never seen.
+    """
 
     __tablename__ = "prompt_versions"
 
     prompt_name: str = Field(primary_key=True, max_length=255)
     prompt_version: str = Field(primary_key=True, max_length=255)
-    template_hash: str | None = Field(default=None, max_length=64)
+    template_hash: str = Field(default="", primary_key=True, max_length=64)
     template: str | None = _text()
     first_seen: datetime
     last_seen: datetime
