@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from .analysis.anomalies import SEVERITIES, Anomaly, AnomalyThresholds, parse_duration
+from .analysis.anomalies import SEVERITIES, Anomaly, AnomalyThresholds
+from .analysis.times import parse_duration
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Engine

@@ -143,20 +143,13 @@ class BudgetTracker:
 
     def _load(self, engine: Engine, now: datetime) -> None:
         """Spend already stored in the current periods (a restarted process continues from it)."""
-        import sqlalchemy as sa
+        from .analysis.queries import spend_query
 
-        from .sinks.tables import SpanRow
-
-        c = SpanRow.__table__.c
         try:
             with engine.connect() as conn:
                 for period in self.budgets:
                     start = period_start(period, now)
-                    total = conn.execute(
-                        sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)).where(
-                            c.start_time >= start, c.start_time <= now
-                        )
-                    ).scalar_one()
+                    total = conn.execute(spend_query(start, now + timedelta(microseconds=1))).scalar_one()
                     self._start[period] = start
                     self._spend[period] = float(total or 0.0)
                     # Thresholds already crossed before this process started are not re-announced.

@@ -26,12 +26,25 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_include_internal(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--include-internal",
+        action="store_true",
+        help="also count internal traces (the judge's evaluations, index building) as requests",
+    )
+
+
 def _report(args: argparse.Namespace) -> int:
     from .analysis.report import format_table, summarize
 
     engine = make_engine(resolve_database_url(args.database_url))
     try:
-        rows = summarize(engine, by=args.by, since=args.since)
+        rows = summarize(
+            engine, by=args.by, since=args.since, until=args.until, include_internal=args.include_internal
+        )
+    except ValueError as exc:  # a bad --since / --until
+        print(f"llmobs report: {exc}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
     if args.format == "json":
@@ -97,7 +110,8 @@ def _demo(args: argparse.Namespace) -> int:
             f"{result.failures} failed order lookups (by design)"
         )
     print()
-    args.by, args.since, args.format = "prompt_version", result.start.isoformat(), "table"
+    args.by, args.since, args.until, args.format = "prompt_version", result.start.isoformat(), None, "table"
+    args.include_internal = False
     _report(args)
     if "v1" in result.by_version and "v2" in result.by_version:
         _print_comparison(url, result)
@@ -257,14 +271,14 @@ def _serve_metrics(args: argparse.Namespace) -> int:
         multiprocess.MultiProcessCollector(registry, path=args.multiprocess_dir)
         source = f"the prometheus-client multiprocess files in {args.multiprocess_dir}"
     else:
-        from .analysis.report import parse_since
+        from .analysis.times import parse_time
         from .sinks.prometheus import PrometheusExporter
         from .sinks.store_metrics import StoreMetricsFeed
 
         url = resolve_database_url(args.database_url)
         engine = make_engine(url)
         exporter = PrometheusExporter(registry, label_limit=args.label_limit)
-        feed = StoreMetricsFeed(engine, exporter, since=parse_since(args.since), overlap_s=args.overlap)
+        feed = StoreMetricsFeed(engine, exporter, since=parse_time(args.since), overlap_s=args.overlap)
         feed.poll()
         source = f"spans stored in {engine.url.render_as_string(hide_password=True)}"
     server = MetricsServer(registry, port=args.port, addr=args.addr)
@@ -305,7 +319,7 @@ def _judge_llm(args: argparse.Namespace) -> object:
 def _judge(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from .analysis.report import parse_since
+    from .analysis.times import parse_time
     from .judge import Judge
     from .judge.backfill import stored_tasks, summary_table
     from .obs import LLMObs
@@ -322,7 +336,7 @@ def _judge(args: argparse.Namespace) -> int:
     with LLMObs(url, prometheus_registry=None, judge=judge) as obs:
         tasks, skipped = stored_tasks(
             obs.sql.engine,
-            since=parse_since(args.since),
+            since=parse_time(args.since),
             sample=args.sample,
             prompt_version=args.prompt_version,
             metric_names=[] if llm is None else names,
@@ -381,6 +395,7 @@ def _anomalies(args: argparse.Namespace) -> int:
                 baseline=args.baseline,
                 thresholds=thresholds,
                 types=args.type,
+                include_internal=args.include_internal,
             )
         except ValueError as exc:  # a bad --window, --now or --type
             print(f"llmobs anomalies: {exc}", file=sys.stderr)
@@ -399,9 +414,9 @@ def _anomalies(args: argparse.Namespace) -> int:
 def _send_anomalies(args: argparse.Namespace, anomalies: list) -> None:
     """Post new anomalies to --webhook; --state FILE keeps what was sent between cron runs."""
     from .alerts import Deduplicator, WebhookNotifier, anomaly_alert
-    from .analysis.anomalies import as_utc, parse_duration
+    from .analysis.times import now_or, parse_duration
 
-    now = as_utc(args.now)
+    now = now_or(args.now)
     if args.state:
         dedup = Deduplicator.load(args.state, parse_duration(args.repeat_after))
         alerts, _ = dedup.filter(anomalies, now)
@@ -468,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="summary per prompt version, model or root run")
     _add_db(report)
     report.add_argument("--since", default=None, help="time window: 24h, 7d, or an ISO timestamp")
+    report.add_argument("--until", default=None, help="end of the window: an ISO timestamp (default: now)")
+    _add_include_internal(report)
     report.add_argument("--by", choices=["prompt_version", "model", "root"], default="prompt_version")
     report.add_argument("--format", choices=["table", "json", "csv"], default="table")
     report.set_defaults(func=_report)
@@ -578,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     anomalies.add_argument("--window", default="1h", help="current window (default %(default)s)")
     anomalies.add_argument("--baseline", default="24h", help="baseline before it (default %(default)s)")
     anomalies.add_argument("--json", action="store_true", help="print the anomalies as JSON")
+    _add_include_internal(anomalies)
     anomalies.add_argument(
         "--fail-on-anomaly", action="store_true", help="exit 1 on an anomaly at or above --min-severity"
     )

@@ -282,7 +282,7 @@ def test_analysis_indexes_exist_and_are_used(db_url: str) -> None:
     engine = make_engine(db_url)
     names = {ix["name"] for ix in sa.inspect(engine).get_indexes("spans")}
     if engine.dialect.name == "sqlite":
-        assert {"ix_spans_roots", "ix_spans_llm_trace"} <= names
+        assert {"ix_spans_roots", "ix_spans_llm_calls"} <= names
         assert not {"ix_spans_root_start_pg", "ix_spans_llm_trace_pg"} & names
         with TraceStore(engine) as ts:
             sql = ts._traces_query().compile(
@@ -296,15 +296,15 @@ def test_analysis_indexes_exist_and_are_used(db_url: str) -> None:
                     )
                 )
         # both the roots and the LLM calls come from their covering indexes, never from the rows
-        assert "COVERING INDEX ix_spans_roots" in plan and "COVERING INDEX ix_spans_llm_trace" in plan
+        assert "COVERING INDEX ix_spans_roots" in plan and "COVERING INDEX ix_spans_llm_calls" in plan
     else:
         assert {"ix_spans_root_start_pg", "ix_spans_llm_trace_pg"} <= names
-        assert not {"ix_spans_roots", "ix_spans_llm_trace"} & names
+        assert not {"ix_spans_roots", "ix_spans_llm_calls"} & names
     # a store made before these indexes gets them when it is next opened
     with engine.begin() as conn:
         for name in names & {
             "ix_spans_roots",
-            "ix_spans_llm_trace",
+            "ix_spans_llm_calls",
             "ix_spans_root_start_pg",
             "ix_spans_llm_trace_pg",
         }:

@@ -56,7 +56,7 @@ def test_upgrade_adds_missing_columns_without_losing_rows(db_url: str) -> None:
     engine = sa.create_engine(db_url)
     with engine.begin() as conn:  # pretend the database predates these columns
         # and the analysis index that covers one of them (SQLite cannot drop an indexed column)
-        conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_llm_trace"))
+        conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_llm_calls"))
         conn.execute(sa.text("ALTER TABLE spans DROP COLUMN ttft_ms"))
         conn.execute(sa.text("ALTER TABLE spans DROP COLUMN price_source"))
         conn.execute(sa.text("UPDATE llmobs_schema SET version = 0"))

@@ -32,13 +32,13 @@ import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..sinks.tables import BranchDecisionRow, RetrievedDocumentRow, ScoreRow, SpanRow
-from .report import parse_since
+from .queries import BRANCHES, DOCS, SCORES, SPANS, current_score, requests_query, user_facing
+from .times import now_or, parse_duration
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -176,34 +176,6 @@ def _json_safe(value: Any) -> Any:
 # -- public entry points ---------------------------------------------------------------------------
 
 
-def parse_duration(value: str | timedelta) -> timedelta:
-    """``"1h"``, ``"30m"``, ``"24h"``, ``"7d"``, ``"90s"`` (or a timedelta) → a positive timedelta."""
-    if isinstance(value, timedelta):
-        duration = value
-    else:
-        units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-        text = str(value).strip()
-        try:
-            duration = timedelta(**{units[text[-1]]: float(text[:-1])})
-        except (KeyError, ValueError, IndexError):
-            raise ValueError(f"not a duration: {value!r} (use e.g. 30m, 1h, 24h, 7d)") from None
-    if duration <= timedelta(0):
-        raise ValueError(f"a duration must be positive: {value!r}")
-    return duration
-
-
-def as_utc(value: datetime | str | None) -> datetime:
-    """An aware UTC datetime from ISO text, '24h'-style text (before now), a datetime (naive =
-    UTC) or None (now)."""
-    if value is None:
-        return datetime.now(timezone.utc)
-    if isinstance(value, str):
-        parsed = parse_since(value)
-        assert parsed is not None
-        return parsed
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
 def detect_anomalies(
     store: TraceStore,
     now: datetime | str | None = None,
@@ -211,12 +183,14 @@ def detect_anomalies(
     baseline: str | timedelta = "24h",
     thresholds: AnomalyThresholds | None = None,
     types: Iterable[str] | None = None,
+    include_internal: bool = False,
 ) -> list[Anomaly]:
     """Anomalies of the ``window`` before ``now`` (default: the current time) against the
-    ``baseline`` before the window, most severe first. ``types`` keeps only those types."""
-    now_ = as_utc(now)
+    ``baseline`` before the window, most severe first. ``types`` keeps only those types;
+    ``include_internal`` also counts the judge's and index-building traces as requests."""
+    now_ = now_or(now)
     w, b = parse_duration(window), parse_duration(baseline)
-    data = load(store, now_ - w - b, now_)
+    data = load(store, now_ - w - b, now_, include_internal=include_internal)
     return _select(Detector(data, thresholds or AnomalyThresholds()).detect(now_, w, b), types)
 
 
@@ -229,13 +203,15 @@ def backtest(
     baseline: str | timedelta = "24h",
     thresholds: AnomalyThresholds | None = None,
     types: Iterable[str] | None = None,
+    include_internal: bool = False,
 ) -> list[tuple[datetime, list[Anomaly]]]:
     """Replay the detector over history: ``[(now, anomalies), ...]`` for each ``now`` from
     ``start`` to ``end`` every ``every`` — how often given thresholds would have paged.
     The store is read once."""
-    start_, end_ = as_utc(start), as_utc(end)
+    start_, end_ = now_or(start), now_or(end)
     w, b, step = parse_duration(window), parse_duration(baseline), parse_duration(every)
-    detector = Detector(load(store, start_ - w - b, end_), thresholds or AnomalyThresholds())
+    data = load(store, start_ - w - b, end_, include_internal=include_internal)
+    detector = Detector(data, thresholds or AnomalyThresholds())
     out = []
     moment = start_
     while moment <= end_:
@@ -281,12 +257,6 @@ class Data:
     version_first_seen: dict[str, datetime]  # earliest span of each version, over the whole store
 
 
-SPANS = SpanRow.__table__
-DOCS = RetrievedDocumentRow.__table__
-BRANCHES = BranchDecisionRow.__table__
-SCORES = ScoreRow.__table__
-
-
 def _pd() -> Any:
     import pandas
 
@@ -314,72 +284,36 @@ def _utc(series: Any) -> Any:
     return pd.to_datetime(series, utc=True)
 
 
-def requests(store: TraceStore, start: datetime, end: datetime) -> pd.DataFrame:
-    """One row per request (root span) started in ``[start, end)``, as ``TraceStore.traces``
-    defines it: tokens and cost summed over its LLM calls, its prompt version the root's else the
-    first LLM call's, its model the first LLM call's. Two indexed queries, aggregated in pandas."""
+def requests(
+    store: TraceStore, start: datetime, end: datetime, include_internal: bool = False
+) -> pd.DataFrame:
+    """One row per request started in ``[start, end)`` (``queries.requests_query``: tokens and cost
+    summed over its LLM calls, its prompt version the root's else the first LLM call's, its model
+    the first LLM call's), in the detectors' shape: a missing version or model is ``""``."""
     pd = _pd()
-    s = SPANS.c
-    roots = _read(
-        store,
-        sa.select(s.trace_id, s.start_time, s.status, s.latency_ms, s.prompt_version).where(
-            s.parent_span_id.is_(None), s.start_time >= start, s.start_time < end
-        ),
-        ["start_time"],
-    )
-    root_ids = (
-        sa.select(s.trace_id)
-        .where(s.parent_span_id.is_(None), s.start_time >= start, s.start_time < end)
-        .scalar_subquery()
-    )
-    llm = _read(
-        store,
-        sa.select(
-            s.trace_id, s.start_time, s.model, s.prompt_version, s.input_tokens, s.output_tokens, s.cost_usd
-        ).where(s.kind == "llm", s.trace_id.in_(root_ids)),
-        ["start_time"],
-    )
-    roots["trace_id"] = roots["trace_id"].astype(str)
-    if len(llm):
-        llm["trace_id"] = llm["trace_id"].astype(str)
-        for col in ("input_tokens", "output_tokens", "cost_usd"):
-            llm[col] = pd.to_numeric(llm[col], errors="coerce").astype("float64")
-        llm["tokens"] = llm["input_tokens"].fillna(0) + llm["output_tokens"].fillna(0)
-        grouped = llm.groupby("trace_id")
-        per_trace = pd.DataFrame(
-            {
-                "tokens": grouped["tokens"].sum(),
-                # min_count=1: a request whose calls are all unpriced has no cost (NaN), not 0
-                "cost_usd": grouped["cost_usd"].sum(min_count=1),
-            }
-        )
-        first = llm.sort_values(["trace_id", "start_time"]).drop_duplicates("trace_id").set_index("trace_id")
-        per_trace["first_model"] = first["model"]
-        per_trace["first_version"] = first["prompt_version"]
-        roots = roots.join(per_trace, on="trace_id")
-    else:
-        roots = roots.assign(tokens=0.0, cost_usd=float("nan"), first_model=None, first_version=None)
-    version = roots["prompt_version"].where(roots["prompt_version"].notna(), roots["first_version"])
+    rows = _read(store, requests_query(start, end, include_internal=include_internal), ["start_time"])
     return pd.DataFrame(
         {
-            "trace_id": roots["trace_id"],
-            "start_time": roots["start_time"],
-            "status": roots["status"],
-            "latency_ms": pd.to_numeric(roots["latency_ms"], errors="coerce").astype("float64"),
-            "tokens": roots["tokens"].fillna(0.0).astype("float64"),
-            "cost_usd": pd.to_numeric(roots["cost_usd"], errors="coerce").astype("float64"),
-            "pv": version.fillna(_NONE).astype(str),
-            "model": roots["first_model"].fillna(_NONE).astype(str),
+            "trace_id": rows["trace_id"].astype(str),
+            "start_time": rows["start_time"],
+            "status": rows["status"],
+            "latency_ms": pd.to_numeric(rows["latency_ms"], errors="coerce").astype("float64"),
+            "tokens": pd.to_numeric(rows["tokens"], errors="coerce").fillna(0.0).astype("float64"),
+            "cost_usd": pd.to_numeric(rows["cost_usd"], errors="coerce").astype("float64"),
+            "pv": rows["prompt_version"].fillna(_NONE).astype(str),
+            "model": rows["model"].fillna(_NONE).astype(str),
         }
     ).sort_values("start_time", kind="stable", ignore_index=True)
 
 
 def score_values(store: TraceStore, since: datetime) -> pd.DataFrame:
-    """``trace_id``, ``name``, ``value`` of the scores created since ``since`` (with a value)."""
+    """``trace_id``, ``name``, ``value`` of the current scores created since ``since`` (with a value)."""
     sc = SCORES.c
     frame = _read(
         store,
-        sa.select(sc.trace_id, sc.name, sc.value).where(sc.created_at >= since, sc.value.is_not(None)),
+        sa.select(sc.trace_id, sc.name, sc.value).where(
+            sc.created_at >= since, sc.value.is_not(None), current_score()
+        ),
         [],
     )
     frame["trace_id"] = frame["trace_id"].astype(str)
@@ -387,16 +321,17 @@ def score_values(store: TraceStore, since: datetime) -> pd.DataFrame:
     return frame
 
 
-def load(store: TraceStore, start: datetime, end: datetime) -> Data:
-    """Read requests (``store.traces``), tool calls, retrievals with their document counts,
-    routing decisions and scores of ``[start, end)``, and each prompt version's first appearance."""
+def load(store: TraceStore, start: datetime, end: datetime, include_internal: bool = False) -> Data:
+    """Read requests (``queries.requests_query``), tool calls, retrievals with their document
+    counts, routing decisions and scores of ``[start, end)``, and each prompt version's first
+    appearance."""
     pd = _pd()
-    traces = requests(store, start, end)
+    traces = requests(store, start, end, include_internal)
     s = SPANS.c
     tools = _read(
         store,
         sa.select(s.start_time, s.name, s.status).where(
-            s.kind == "tool", s.start_time >= start, s.start_time < end
+            s.kind == "tool", s.start_time >= start, s.start_time < end, user_facing(s.internal)
         ),
         ["start_time"],
     )
@@ -409,7 +344,13 @@ def load(store: TraceStore, start: datetime, end: datetime) -> Data:
         store,
         sa.select(s.start_time, s.name, sa.func.coalesce(docs.c.documents, 0).label("documents"))
         .select_from(SPANS.outerjoin(docs, docs.c.span_id == s.span_id))
-        .where(s.kind == "retriever", s.status == "ok", s.start_time >= start, s.start_time < end),
+        .where(
+            s.kind == "retriever",
+            s.status == "ok",
+            s.start_time >= start,
+            s.start_time < end,
+            user_facing(s.internal),
+        ),
         ["start_time"],
     )
     c = BRANCHES.c

@@ -245,10 +245,10 @@ def _sides(
     """The requests of each side (``anomalies.requests``: tokens, cost, latency, status, first
     model, prompt version) with ``score_<name>``: the mean of each score name per request."""
     from .anomalies import requests, score_values
-    from .store import to_utc
+    from .times import parse_time
 
-    start = to_utc(since) or datetime(1970, 1, 1, tzinfo=timezone.utc)
-    end = to_utc(until) or datetime(9999, 1, 1, tzinfo=timezone.utc)
+    start = parse_time(since) or datetime(1970, 1, 1, tzinfo=timezone.utc)
+    end = parse_time(until) or datetime(9999, 1, 1, tzinfo=timezone.utc)
     frame = requests(store, start, end)
     key = "pv" if by == "prompt_version" else "model"
     frame = frame[frame[key].isin([baseline, candidate])]

@@ -1,7 +1,8 @@
 """Per-group summaries over the store, without pandas: what ``llmobs report`` prints.
 
-A "request" is a trace (one root run). A trace belongs to the prompt version declared on its
-root, else the one its first LLM call used; its tokens and cost are the sum over its LLM spans.
+Requests and their metrics are those of ``queries.py`` (the one definition every reader uses):
+a user-facing trace; its prompt version the root's, else its first LLM call's; its tokens and
+cost the sums over its LLM spans.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy.engine import Engine
+
+from .queries import requests_query
 
 
 @dataclass
@@ -26,6 +28,7 @@ class GroupSummary:
     output_tokens: int
     cost_usd: float | None
     cost_per_request: float | None
+    unpriced_calls: int
     p50_latency_ms: float | None
     p95_latency_ms: float | None
 
@@ -43,27 +46,20 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def parse_since(since: str | None, now: datetime | None = None) -> datetime | None:
-    """'24h', '7d', '30m' or an ISO timestamp → a UTC datetime; None for no bound."""
-    if not since:
-        return None
-    now = now or datetime.now(timezone.utc)
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-    if since[-1] in units and since[:-1].replace(".", "", 1).isdigit():
-        return now - timedelta(**{units[since[-1]]: float(since[:-1])})
-    parsed = datetime.fromisoformat(since)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def summarize(engine: Engine, by: str = "prompt_version", since: str | None = None) -> list[GroupSummary]:
+def summarize(
+    engine: Engine,
+    by: str = "prompt_version",
+    since: str | None = None,
+    until: str | None = None,
+    *,
+    include_internal: bool = False,
+) -> list[GroupSummary]:
+    """Per-group summary of the requests (``queries.requests_query``) started in the window."""
     if by not in ("prompt_version", "model", "root"):
         raise ValueError("by must be one of: prompt_version, model, root")
-    from .store import traces_query  # store.py imports this module
-
-    # One row per trace (SQL aggregates over its LLM calls), the same definitions as TraceStore.
     traces: list[dict[str, Any]] = []
     with engine.connect() as conn:
-        for row in conn.execute(traces_query(since=parse_since(since))):
+        for row in conn.execute(requests_query(since, until, include_internal=include_internal)):
             key = {"root": row.name, "model": row.model}.get(by, row.prompt_version)
             traces.append(
                 {
@@ -73,6 +69,7 @@ def summarize(engine: Engine, by: str = "prompt_version", since: str | None = No
                     "in": row.input_tokens,
                     "out": row.output_tokens,
                     "cost": row.cost_usd,
+                    "unpriced": row.unpriced_calls,
                 }
             )
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -97,6 +94,7 @@ def summarize(engine: Engine, by: str = "prompt_version", since: str | None = No
                 output_tokens=sum(t["out"] for t in items),
                 cost_usd=total_cost,
                 cost_per_request=None if total_cost is None else total_cost / len(items),
+                unpriced_calls=sum(t["unpriced"] for t in items),
                 p50_latency_ms=percentile(latencies, 50),
                 p95_latency_ms=percentile(latencies, 95),
             )
@@ -105,6 +103,7 @@ def summarize(engine: Engine, by: str = "prompt_version", since: str | None = No
 
 
 def format_table(rows: list[GroupSummary], by: str) -> str:
+    """The report as a text table; a cost marked ``*`` is incomplete (calls without a price)."""
     headers = [
         by,
         "requests",
@@ -118,8 +117,9 @@ def format_table(rows: list[GroupSummary], by: str) -> str:
         "p95 ms",
     ]
 
-    def money(v: float | None) -> str:
-        return "—" if v is None else f"{v:.6f}"
+    def money(v: float | None, unpriced: int) -> str:
+        text = "—" if v is None else f"{v:.6f}"
+        return f"{text}*" if unpriced else text
 
     def ms(v: float | None) -> str:
         return "—" if v is None else f"{v:.1f}"
@@ -132,8 +132,8 @@ def format_table(rows: list[GroupSummary], by: str) -> str:
             str(r.llm_calls),
             str(r.input_tokens),
             str(r.output_tokens),
-            money(r.cost_usd),
-            money(r.cost_per_request),
+            money(r.cost_usd, r.unpriced_calls),
+            money(r.cost_per_request, r.unpriced_calls),
             ms(r.p50_latency_ms),
             ms(r.p95_latency_ms),
         ]
@@ -145,4 +145,7 @@ def format_table(rows: list[GroupSummary], by: str) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in body]
+    unpriced = sum(r.unpriced_calls for r in rows)
+    if unpriced:
+        lines.append(f"* cost incomplete: {unpriced} LLM call(s) reported tokens but have no price")
     return "\n".join(lines)

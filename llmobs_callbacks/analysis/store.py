@@ -7,9 +7,10 @@ time series. Times come back UTC-aware (``datetime64[us, UTC]``); JSON columns d
 Results are read through the ADBC drivers when they are installed (``fetch.py``: Arrow columns,
 no Python object per value), else through SQLAlchemy; both give the same frames.
 
-Definitions shared with ``llmobs report`` (``report.py``): a *request* is a trace (one root
-span); its tokens, cost and LLM call count are sums over its ``llm`` spans; its prompt version
-is the one declared on the root, else the first LLM call's; its model is the first LLM call's.
+What a *request* is and how its metrics are computed is defined once, in ``queries.py``, and
+shared with ``llmobs report``, anomaly detection, the release gate and budgets: a user-facing root
+span (internal work such as the judge's evaluations and index building is left out unless
+``include_internal=True``); its tokens, cost and LLM call count are sums over its ``llm`` spans.
 """
 
 from __future__ import annotations
@@ -17,16 +18,28 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..sinks.schema import make_engine
-from ..sinks.tables import BranchDecisionRow, RetrievedDocumentRow, ScoreRow, SpanRow
 from .fetch import ArrowReader
-from .report import parse_since
+from .queries import (
+    BRANCHES,
+    DOCS,
+    SPANS,
+    requests_query,
+    roots_query,
+    score_means_query,
+    scores_query,
+    spend_query,
+    time_range,
+    user_facing,
+    where_equal,
+)
+from .times import parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -35,15 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-SPANS = SpanRow.__table__
-DOCS = RetrievedDocumentRow.__table__
-SCORES = ScoreRow.__table__
-BRANCHES = BranchDecisionRow.__table__
 SPAN_COLUMNS = [c.name for c in SPANS.columns]
 CONTENT_COLUMNS = ("input", "output")  # left out of spans() unless content=True: most of a row's bytes
 _JSON_TYPES = (sa.JSON,)
 _GROUPINGS = ("prompt_version", "model", "root")
-_LLM = sa.literal_column("'llm'")  # rendered inline: a partial index on kind = 'llm' matches it
 
 
 def _pandas() -> Any:
@@ -54,160 +62,6 @@ def _pandas() -> Any:
             "llmobs_callbacks.analysis needs pandas: pip install 'llmobs-callbacks[analysis]'"
         ) from exc
     return pandas
-
-
-def _where_equal(query: sa.Select, *filters: tuple[Any, Any]) -> sa.Select:
-    """``column = value`` for a string, ``column IN (...)`` for a sequence; None filters nothing."""
-    for column, value in filters:
-        if value is None:
-            continue
-        query = query.where(column == value if isinstance(value, str) else column.in_(list(value)))
-    return query
-
-
-def to_utc(value: str | datetime | date | None, now: datetime | None = None) -> datetime | None:
-    """A time bound → an aware UTC datetime: '24h'/'7d'/'30m' (before now), ISO text or a datetime
-    (naive means UTC); None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_since(value, now=now)
-    if not isinstance(value, datetime):  # a date, or a pandas Timestamp (a datetime subclass)
-        value = datetime(value.year, value.month, value.day)
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _bind(value: datetime) -> datetime:
-    # The schema's datetime type takes aware values and stores them as UTC on every dialect.
-    return value.astimezone(timezone.utc)
-
-
-def _time_filters(column: sa.ColumnElement, since: Any, until: Any) -> list[sa.ColumnElement]:
-    out = []
-    start, end = to_utc(since), to_utc(until)
-    if start is not None:
-        out.append(column >= _bind(start))
-    if end is not None:
-        out.append(column < _bind(end))
-    return out
-
-
-def roots_query(
-    since: Any = None,
-    until: Any = None,
-    name: str | None = None,
-    status: str | None = None,
-    session_id: str | None = None,
-    user_id: str | None = None,
-    trace_id: str | Sequence[str] | None = None,
-) -> sa.Select:
-    """The ids of the traces whose root matches the root-level filters (an index range on
-    ``ix_spans_roots``)."""
-    r = SPANS.alias("root").c
-    query = sa.select(r.trace_id).where(
-        r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until)
-    )
-    return _where_equal(
-        query,
-        (r.name, name),
-        (r.status, status),
-        (r.session_id, session_id),
-        (r.user_id, user_id),
-        (r.trace_id, trace_id),
-    )
-
-
-def traces_query(
-    since: Any = None,
-    until: Any = None,
-    name: str | None = None,
-    status: str | None = None,
-    session_id: str | None = None,
-    user_id: str | None = None,
-    prompt_version: str | None = None,
-    model: str | None = None,
-    trace_id: str | Sequence[str] | None = None,
-) -> sa.Select:
-    """One row per trace whose root matches, oldest first, with its LLM calls' sums and first
-    call: the query behind ``TraceStore.traces()`` and ``llmobs report`` (no pandas needed)."""
-    c = SPANS.c
-    root = SPANS.alias("root")
-    r = root.c
-    # Every LLM call of the selected traces in one pass (the partial index ix_spans_llm_trace
-    # holds them in (trace_id, start_time) order): per trace, the sums, the count and the
-    # first call's ttft / prompt version / model (row_number 1), instead of three correlated
-    # lookups per trace. The literal 'llm' (not a bound parameter) lets planners match the
-    # partial index's WHERE.
-    calls = sa.select(
-        c.trace_id,
-        sa.func.row_number().over(partition_by=c.trace_id, order_by=(c.start_time, c.span_id)).label("n"),
-        c.ttft_ms,
-        c.prompt_version,
-        c.model,
-        c.input_tokens,
-        c.output_tokens,
-        c.cost_usd,
-    ).where(c.kind == _LLM)
-    root_filters = (since, until, name, status, session_id, user_id, trace_id)
-    if any(f is not None for f in root_filters):
-        # Only the LLM calls of the traces in the window, not every call in the store.
-        calls = calls.where(c.trace_id.in_(roots_query(*root_filters)))
-    calls = calls.subquery("calls")
-    k = calls.c
-
-    def first(column: sa.ColumnElement) -> sa.ColumnElement:
-        return sa.func.max(sa.case((k.n == 1, column)))  # the one value of row_number 1
-
-    # A GROUP BY (not a filtered window): SQLite joins an aggregate subquery through an
-    # automatic index, but scans a window subquery once per root.
-    llm = (
-        sa.select(
-            k.trace_id,
-            sa.func.count().label("llm_calls"),
-            sa.func.sum(k.input_tokens).label("input_tokens"),
-            sa.func.sum(k.output_tokens).label("output_tokens"),
-            sa.func.sum(k.cost_usd).label("cost_usd"),
-            first(k.ttft_ms).label("ttft_ms"),
-            first(k.prompt_version).label("prompt_version"),
-            first(k.model).label("model"),
-        )
-        .group_by(k.trace_id)
-        .subquery("llm")
-    )
-    version = sa.func.coalesce(r.prompt_version, llm.c.prompt_version)
-    first_model = llm.c.model
-    query = (
-        sa.select(
-            r.trace_id,
-            r.name,
-            r.start_time,
-            r.latency_ms,
-            llm.c.ttft_ms,
-            r.status,
-            r.error_type,
-            sa.func.coalesce(llm.c.input_tokens, 0).label("input_tokens"),
-            sa.func.coalesce(llm.c.output_tokens, 0).label("output_tokens"),
-            llm.c.cost_usd,
-            version.label("prompt_version"),
-            first_model.label("model"),
-            r.session_id,
-            r.user_id,
-            sa.func.coalesce(llm.c.llm_calls, 0).label("llm_calls"),
-        )
-        .select_from(root.outerjoin(llm, llm.c.trace_id == r.trace_id))
-        .where(r.parent_span_id.is_(None), *_time_filters(r.start_time, since, until))
-    )
-    query = _where_equal(
-        query,
-        (r.name, name),
-        (r.status, status),
-        (r.session_id, session_id),
-        (r.user_id, user_id),
-        (version, prompt_version),
-        (first_model, model),
-        (r.trace_id, trace_id),
-    )
-    return query.order_by(r.start_time)
 
 
 class TraceStore:
@@ -316,9 +170,12 @@ class TraceStore:
         limit: int | None = None,
         columns: Sequence[str] | None = None,
         content: bool = False,
+        internal: bool | None = None,
     ) -> pd.DataFrame:
         """Span rows, oldest first: every column of the ``spans`` table but the (large) ``input``
         and ``output`` texts; ``content=True`` adds those two, ``columns=[...]`` picks any.
+        Every span by default; ``internal=False`` keeps the spans of users' requests only,
+        ``internal=True`` those of internal work (the judge, index building).
 
         Each filter is a SQL ``WHERE`` term; a list means "any of". Times are UTC-aware;
         ``tags`` and ``attributes`` are decoded JSON (lists and dicts; rows whose JSON text is
@@ -332,8 +189,8 @@ class TraceStore:
         if unknown:
             raise ValueError(f"unknown span columns: {sorted(unknown)}")
         c = SPANS.c
-        query = sa.select(*(c[n] for n in names)).where(*_time_filters(c.start_time, since, until))
-        query = _where_equal(
+        query = sa.select(*(c[n] for n in names)).where(*time_range(c.start_time, since, until))
+        query = where_equal(
             query,
             (c.kind, kind),
             (c.model, model),
@@ -343,12 +200,14 @@ class TraceStore:
             (c.status, status),
             (c.trace_id, trace_id),
         )
+        if internal is not None:
+            query = query.where(c.internal.is_(True) if internal else user_facing(c.internal))
         query = query.order_by(c.start_time)
         if limit is not None:
             query = query.limit(limit)
         # A whole large table or time window is read in ranges of start_time, in parallel (not
         # worth its two extra small queries for a selective filter).
-        selective = (kind, model, prompt_version, session_id, user_id, status, trace_id, limit)
+        selective = (kind, model, prompt_version, session_id, user_id, status, trace_id, limit, internal)
         split = c.start_time if all(f is None for f in selective) else None
         frame = self._frame(query, ("start_time", "end_time"), ("tags", "attributes"), split)
         for name in names:
@@ -357,6 +216,8 @@ class TraceStore:
                 frame[name] = frame[name].astype("float64")
             elif python_type is int:
                 frame[name] = frame[name].astype("Int64")
+            elif python_type is bool:
+                frame[name] = frame[name].astype("boolean")
         return frame
 
     def documents(self, trace_id: str) -> pd.DataFrame:
@@ -371,20 +232,17 @@ class TraceStore:
         name: str | Sequence[str] | None = None,
         source: str | None = None,
         trace_id: str | Sequence[str] | None = None,
+        include_superseded: bool = False,
     ) -> pd.DataFrame:
-        """Score rows (judge, user feedback, rules), by creation time."""
-        c = SCORES.c
-        query = sa.select(SCORES).where(*_time_filters(c.created_at, since, until))
-        query = _where_equal(query, (c.name, name), (c.source, source), (c.trace_id, trace_id))
-        return self._frame(query.order_by(c.created_at), ("created_at",))
+        """Score rows (judge, user feedback, rules), by creation time: the current ones, or with
+        ``include_superseded=True`` also the ratings a user later changed (``superseded_at``)."""
+        query = scores_query(since, until, name, source, trace_id, include_superseded=include_superseded)
+        return self._frame(query, ("created_at", "superseded_at"))
 
     # -- traces ----------------------------------------------------------------------------
 
-    def _roots_query(self, *args: Any, **kwargs: Any) -> sa.Select:
-        return roots_query(*args, **kwargs)
-
     def _traces_query(self, *args: Any, **kwargs: Any) -> sa.Select:
-        return traces_query(*args, **kwargs)
+        return requests_query(*args, **kwargs)
 
     def traces(
         self,
@@ -398,41 +256,51 @@ class TraceStore:
         model: str | None = None,
         trace_id: str | Sequence[str] | None = None,
         scores: bool = True,
+        include_internal: bool = False,
     ) -> pd.DataFrame:
-        """One row per trace whose root started in the window: ``trace_id``, ``name`` (the root's),
-        ``start_time``, ``latency_ms``, ``ttft_ms`` (first LLM call), ``status``, ``error_type``,
-        ``input_tokens``, ``output_tokens``, ``cost_usd`` (sums over LLM calls), ``prompt_version``,
-        ``model``, ``session_id``, ``user_id``, ``llm_calls``, and ``score_<name>``: the mean of
-        each score name given to the trace (with ``scores=True``)."""
+        """One row per request (a user-facing trace; see ``queries.py``) whose root started in
+        the window: ``trace_id``, ``name`` (the root's), ``start_time``, ``latency_ms``,
+        ``ttft_ms`` (first LLM call), ``status``, ``error_type``, ``input_tokens``,
+        ``output_tokens``, ``tokens``, ``cost_usd`` (sums over LLM calls; NaN when none was
+        priced), ``llm_calls``, ``unpriced_calls`` / ``unpriced_model`` (calls with tokens but no
+        price), ``prompt_name``, ``prompt_version``, ``model``, ``session_id``, ``user_id``,
+        ``internal``, and ``score_<name>``: the mean of each name's current scores (with
+        ``scores=True``). ``include_internal=True`` adds the judge's and index-building traces."""
         query = self._traces_query(
-            since, until, name, status, session_id, user_id, prompt_version, model, trace_id
+            since,
+            until,
+            name,
+            status,
+            session_id,
+            user_id,
+            prompt_version,
+            model,
+            trace_id,
+            include_internal=include_internal,
         )
         frame = self._frame(query, ("start_time",))
-        for col in ("input_tokens", "output_tokens", "llm_calls"):
+        for col in ("input_tokens", "output_tokens", "tokens", "llm_calls", "unpriced_calls"):
             frame[col] = frame[col].astype("int64")
         for col in ("latency_ms", "ttft_ms", "cost_usd"):
             frame[col] = frame[col].astype("float64")
+        frame["internal"] = frame["internal"].astype("boolean").fillna(False).astype(bool)
         if scores and len(frame):
             # Scores of the traces in the window (the cheap root-level filters in SQL; the left
             # merge keeps only the rows the version / model filters kept).
             root_filters = (since, until, name, status, session_id, user_id, trace_id)
-            ids = self._roots_query(*root_filters) if any(f is not None for f in root_filters) else None
+            ids = (
+                roots_query(*root_filters, include_internal=include_internal)
+                if any(f is not None for f in root_filters)
+                else None
+            )
             frame = frame.merge(self._score_means(ids), on="trace_id", how="left")
         return frame
 
     def _score_means(self, ids: sa.Select | None) -> pd.DataFrame:
-        """Mean of each score name per trace, for the traces ``ids`` selects (None: every trace),
-        pivoted wide."""
+        """Mean of each score name's current scores per trace, for the traces ``ids`` selects
+        (None: every trace), pivoted wide."""
         pd = _pandas()
-        c = SCORES.c
-        query = (
-            sa.select(c.trace_id, c.name, sa.func.avg(c.value).label("value"))
-            .where(c.value.is_not(None))
-            .group_by(c.trace_id, c.name)
-        )
-        if ids is not None:
-            query = query.where(c.trace_id.in_(ids))
-        long = self._frame(query)
+        long = self._frame(score_means_query(ids))
         if long.empty:
             return pd.DataFrame({"trace_id": pd.Series([], dtype=object)})
         wide = long.pivot(index="trace_id", columns="name", values="value").astype("float64")
@@ -450,23 +318,24 @@ class TraceStore:
 
     # -- summaries ---------------------------------------------------------------------------
 
-    def summary(self, by: str = "prompt_version", since: Any = None, until: Any = None) -> pd.DataFrame:
-        """Per group (``prompt_version``, first LLM's ``model``, or ``root`` name): requests,
-        errors and error rate, p50/p95/p99 latency and TTFT (linear-interpolated quantiles, as
-        numpy), LLM calls, tokens and cost (total and per request), the share of requests whose
-        graph took each branch (``branch_<to_node>``), and the mean of each score."""
+    def summary(
+        self, by: str = "prompt_version", since: Any = None, until: Any = None, include_internal: bool = False
+    ) -> pd.DataFrame:
+        """Per group (``prompt_version``, first LLM's ``model``, or ``root`` name) of requests:
+        requests, errors and error rate, p50/p95/p99 latency and TTFT (linear-interpolated
+        quantiles, as numpy), LLM calls, tokens and cost (total and per request; ``unpriced_calls``
+        says how many calls had no price), the share of requests whose graph took each branch
+        (``branch_<to_node>``), and the mean of each score."""
         pd = _pandas()
         if by not in _GROUPINGS:
             raise ValueError(f"by must be one of: {', '.join(_GROUPINGS)}")
-        traces = self.traces(since=since, until=until)
+        traces = self.traces(since=since, until=until, include_internal=include_internal)
         key = {"root": "name"}.get(by, by)
         traces["group"] = traces[key].fillna("(none)").astype(str) if len(traces) else []
         # Branch shares: traces per (group, to_node) over the group's requests, by a merge and
         # a count (one column per to_node decided in the window).
         c = BRANCHES.c
-        pairs = self._frame(
-            sa.select(c.trace_id, c.to_node).where(*_time_filters(c.created_at, since, until))
-        )
+        pairs = self._frame(sa.select(c.trace_id, c.to_node).where(*time_range(c.created_at, since, until)))
         nodes = sorted(pairs["to_node"].dropna().unique()) if len(pairs) else []
         taken = pd.DataFrame()
         if nodes and len(traces):
@@ -492,8 +361,10 @@ class TraceStore:
                 "output_tokens": int(g["output_tokens"].sum()),
                 "input_tokens_per_request": float(g["input_tokens"].mean()),
                 "output_tokens_per_request": float(g["output_tokens"].mean()),
+                "tokens_per_request": float(g["tokens"].mean()),
                 "cost_usd": total_cost,
                 "cost_per_request": None if total_cost is None else total_cost / n,
+                "unpriced_calls": int(g["unpriced_calls"].sum()),
             }
             for metric, col in (("latency", "latency_ms"), ("ttft", "ttft_ms")):
                 values = g[col].dropna()
@@ -508,24 +379,19 @@ class TraceStore:
             rows.append(row)
         return pd.DataFrame(rows).set_index(by) if rows else pd.DataFrame(columns=[by]).set_index(by)
 
-    def _branch_flags(self, since: Any, until: Any) -> pd.DataFrame:
-        """Per trace, 1.0 for each to_node its graph routed to (traces in the window)."""
-        pd = _pandas()
-        c = BRANCHES.c
-        query = sa.select(c.trace_id, c.to_node).where(*_time_filters(c.created_at, since, until)).distinct()
-        pairs = self._frame(query)
-        if pairs.empty:
-            return pd.DataFrame()
-        pairs["flag"] = 1.0
-        wide = pairs.pivot_table(index="trace_id", columns="to_node", values="flag", aggfunc="max")
-        wide.columns = [f"branch_{n}" for n in wide.columns]
-        return wide.reset_index()
-
-    def compare(self, a: str, b: str, by: str = "prompt_version", since: Any = None, until: Any = None):
+    def compare(
+        self,
+        a: str,
+        b: str,
+        by: str = "prompt_version",
+        since: Any = None,
+        until: Any = None,
+        include_internal: bool = False,
+    ):
         """Two groups of ``summary(by)`` side by side: one row per metric with columns ``a``,
         ``b``, ``delta`` (b − a) and ``relative`` ((b − a) / a; NaN when a is 0 or missing)."""
         pd = _pandas()
-        summary = self.summary(by=by, since=since, until=until)
+        summary = self.summary(by=by, since=since, until=until, include_internal=include_internal)
         missing = [g for g in (a, b) if g not in summary.index]
         if missing:
             raise KeyError(f"no {by} {missing} in the window; have {list(summary.index)}")
@@ -538,16 +404,23 @@ class TraceStore:
         return frame
 
     def cost(
-        self, by: str | None = "model", freq: str = "1h", since: Any = None, until: Any = None
+        self,
+        by: str | None = "model",
+        freq: str = "1h",
+        since: Any = None,
+        until: Any = None,
+        include_internal: bool = False,
     ) -> pd.DataFrame:
-        """Spend of LLM calls per ``freq`` bucket (rows, UTC) and ``by`` value (columns; one
-        ``cost_usd`` column with ``by=None``). Unpriced calls count as 0."""
+        """Spend of the requests' LLM calls per ``freq`` bucket (rows, UTC) and ``by`` value
+        (columns; one ``cost_usd`` column with ``by=None``). Unpriced calls count as 0;
+        ``include_internal=True`` adds the LLM calls of internal work (ingestion)."""
         pd = _pandas()
         allowed = ("model", "prompt_version", "provider", "prompt_name", "service", None)
         if by not in allowed:
             raise ValueError(f"by must be one of: {allowed}")
         cols = ["start_time", "cost_usd"] + ([by] if by else [])
-        spans = self.spans(since=since, until=until, kind="llm", columns=cols)
+        internal = None if include_internal else False
+        spans = self.spans(since=since, until=until, kind="llm", columns=cols, internal=internal)
         if spans.empty:
             return pd.DataFrame(index=pd.DatetimeIndex([], tz="UTC", name="start_time"))
         spans["cost_usd"] = spans["cost_usd"].astype("float64").fillna(0.0)
@@ -562,10 +435,11 @@ class TraceStore:
     def forecast_cost(
         self, period: str = "month", lookback: str = "7d", now: datetime | None = None
     ) -> pd.Series:
-        """Projected LLM spend for the current calendar ``period`` (UTC): ``"day"`` (from
-        00:00), ``"week"`` (ISO week, from Monday 00:00) or ``"month"`` (from the 1st).
+        """Projected spend for the current calendar ``period`` (UTC): ``"day"`` (from 00:00),
+        ``"week"`` (ISO week, from Monday 00:00) or ``"month"`` (from the 1st). The bill: every
+        priced call counts, the judge's included (as budgets count it).
 
-        Method: ``spent`` = cost of LLM calls since the period began (up to ``now``); ``rate`` =
+        Method: ``spent`` = cost of priced calls since the period began (up to ``now``); ``rate`` =
         cost over the last ``lookback`` (clipped to where the data starts, when it is younger)
         divided by that window's length; ``projected = spent + rate × time left in the period``.
         A flat run-rate from recent spend: no seasonality, no trend (for ``"day"``, a shorter
@@ -574,7 +448,7 @@ class TraceStore:
         pd = _pandas()
         if period not in ("day", "week", "month"):
             raise ValueError("period must be 'day', 'week' or 'month'")
-        now = to_utc(now) if now is not None else datetime.now(timezone.utc)
+        now = parse_time(now) if now is not None else datetime.now(timezone.utc)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         if period == "day":
             period_start, period_end = day_start, day_start + timedelta(days=1)
@@ -584,19 +458,15 @@ class TraceStore:
         else:
             period_start = day_start.replace(day=1)
             period_end = (period_start + timedelta(days=32)).replace(day=1)
-        window_start = to_utc(lookback, now=now)
+        window_start = parse_time(lookback, now=now)
         c = SPANS.c
-        spent_q = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0), sa.func.min(c.start_time)).where(
-            c.kind == "llm", *_time_filters(c.start_time, period_start, now)
-        )
-        recent_q = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0), sa.func.min(c.start_time)).where(
-            c.kind == "llm", *_time_filters(c.start_time, window_start, now)
-        )
+        spent_q = spend_query(period_start, now)
+        recent_q = spend_query(window_start, now).add_columns(sa.func.min(c.start_time))
         with self.engine.connect() as conn:
-            spent, _ = conn.execute(spent_q).one()
+            spent = conn.execute(spent_q).scalar_one()
             recent, first = conn.execute(recent_q).one()
         if first is not None:
-            first = to_utc(first if isinstance(first, datetime) else datetime.fromisoformat(str(first)))
+            first = parse_time(first if isinstance(first, datetime) else str(first))
             window_start = max(window_start, first)  # do not dilute the rate with empty time
         window_s = max((now - window_start).total_seconds(), 1.0)
         rate_per_s = float(recent) / window_s
@@ -626,7 +496,7 @@ class TraceStore:
         """
         pd = _pandas()
         c = BRANCHES.c
-        filters = _time_filters(c.created_at, since, until)
+        filters = time_range(c.created_at, since, until)
         if graph is not None:
             filters.append(c.graph == graph)
         if freq is None:
@@ -658,6 +528,7 @@ class TraceStore:
         baseline: str = "24h",
         thresholds: Any = None,
         types: Any = None,
+        include_internal: bool = False,
     ) -> list[Any]:
         """Anomalies of the ``window`` before ``now`` against the ``baseline`` before it (token,
         cost and latency spikes, error rates, tool failures, empty retrievals, branch shifts,
@@ -665,7 +536,13 @@ class TraceStore:
         from .anomalies import detect_anomalies
 
         return detect_anomalies(
-            self, now=now, window=window, baseline=baseline, thresholds=thresholds, types=types
+            self,
+            now=now,
+            window=window,
+            baseline=baseline,
+            thresholds=thresholds,
+            types=types,
+            include_internal=include_internal,
         )
 
     def gate(self, baseline: str, candidate: str, criteria: Any = None, **options: Any) -> Any:

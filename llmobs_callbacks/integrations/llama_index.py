@@ -341,6 +341,7 @@ class LlamaIndexTracer:
             provider=provider,
             invocation_params=params,
             prompt_template=template,
+            internal=parent_id is None and _is_ingestion(cls),
         )
         if kind is not SpanKind.CHAIN and kind is not SpanKind.AGENT:
             if len(self._open) >= _TRIM_AT:
@@ -803,6 +804,28 @@ def _safe_str(value: Any) -> str:
 def _model_name(value: Any) -> str | None:
     """A model name, or None for LlamaIndex's placeholder ``"unknown"``."""
     return value if isinstance(value, str) and value and value != "unknown" else None
+
+
+_INGESTION: dict[type, bool] = {}
+
+
+def _is_ingestion(cls: type | None) -> bool:
+    """Whether a root span of this class is index building or ingestion, not a user's request:
+    node parsers and other transformations, embedding batches, an ``IngestionPipeline`` run
+    (``VectorStoreIndex.from_documents`` starts its parsing and embedding as separate roots)."""
+    if cls is None:
+        return False
+    try:
+        return _INGESTION[cls]
+    except KeyError:
+        pass
+    from llama_index.core.ingestion import IngestionPipeline
+    from llama_index.core.schema import TransformComponent
+
+    found = issubclass(cls, (TransformComponent, BaseEmbedding, IngestionPipeline))
+    if len(_INGESTION) < _CACHE_MAX:
+        _INGESTION[cls] = found
+    return found
 
 
 _PROVIDERS: dict[type, str | None] = {}

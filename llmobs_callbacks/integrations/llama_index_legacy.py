@@ -49,6 +49,8 @@ except ImportError:  # pragma: no cover - older llama-index-core
     _instrument_tags = None
 
 _ROOT = "root"
+# Root events that build an index (parsing, chunking, embedding documents): not a user's request.
+_INGESTION_EVENTS = frozenset({CBEventType.NODE_PARSING, CBEventType.CHUNKING, CBEventType.EMBEDDING})
 _KINDS = {
     CBEventType.LLM: SpanKind.LLM,
     CBEventType.EMBEDDING: SpanKind.EMBEDDING,
@@ -220,6 +222,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             provider=provider,
             invocation_params=dict(params) if params else None,
             prompt_template=template,
+            internal=parent is None and event_type in _INGESTION_EVENTS,
         )
 
     def _end(self, event_type: CBEventType, payload: dict[str, Any], event_id: str) -> None:

@@ -372,7 +372,7 @@ class Judge:
         }
         span = recorder.start(
             span_id, None, SpanKind.JUDGE, f"judge:{rubric.name}", JUDGE_FRAMEWORK, input=prompt,
-            metadata=metadata, model=model, provider=provider,
+            metadata=metadata, model=model, provider=provider, internal=True,
         )  # fmt: skip
         result = Evaluation(
             task.trace_id, STATUS_OK, judge_span_id=span_id, prompt_version=task.prompt_version

@@ -108,7 +108,9 @@ def _v1_to_v2(conn: Connection) -> None:
             )
         )
         conn.execute(sa.text(f"DROP TABLE {table}_v1"))
+        # Covering indexes that cover more in schema 2 (created under their new names).
         conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_root_start"))  # now ix_spans_roots
+        conn.execute(sa.text("DROP INDEX IF EXISTS ix_spans_llm_trace"))  # now ix_spans_llm_calls
     spans = SpanRow.__table__
     roots = sa.select(spans.c.trace_id).where(spans.c.parent_span_id.is_(None), spans.c.kind == "judge")
     conn.execute(sa.update(spans).where(spans.c.trace_id.in_(roots)).values(internal=True))

@@ -51,9 +51,10 @@ class SpanRow(SQLModel, table=True):
             sqlite_where=text("parent_span_id IS NULL"),
         ).ddl_if(dialect="sqlite"),
         Index(
-            "ix_spans_llm_trace",
-            *("kind", "trace_id", "start_time", "span_id", "ttft_ms", "prompt_version", "model"),
-            *("input_tokens", "output_tokens", "cost_usd"),
+            # v2 (was ix_spans_llm_trace): also covers ``prompt_name``.
+            "ix_spans_llm_calls",
+            *("kind", "trace_id", "start_time", "span_id", "ttft_ms", "prompt_name", "prompt_version"),
+            *("model", "input_tokens", "output_tokens", "cost_usd"),
             sqlite_where=text("kind = 'llm'"),
         ).ddl_if(dialect="sqlite"),
         Index(

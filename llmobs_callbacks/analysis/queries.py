@@ -1,0 +1,276 @@
+"""The one definition of a request and its metrics, as SQLAlchemy Core queries (no pandas).
+
+A **request** is a trace a user's call started: a root span (``parent_span_id IS NULL``) that is
+not ``internal`` (the judge's evaluations, index building and ingestion, the library's own calls
+are recorded as internal traces and left out unless ``include_internal=True``). Its metrics:
+
+- ``start_time``, ``latency_ms``, ``status``, ``error_type``: the root's (an error = the root failed);
+- ``input_tokens``, ``output_tokens``, ``tokens``, ``llm_calls``: sums over its ``llm`` spans;
+- ``cost_usd``: the sum over its priced LLM calls, NULL when none was priced; ``unpriced_calls``
+  counts the calls that reported tokens but got no price (their ``unpriced_model`` names one), so
+  a cost is known to be incomplete;
+- ``prompt_name``, ``prompt_version``: declared on the root, else the first LLM call's;
+  ``model``: the first LLM call's (the normalised key, see ``pricing.model_key``);
+- quality: the mean of each score name given to it, counting *current* scores only (a user's
+  changed rating supersedes the earlier one).
+
+``TraceStore``, ``llmobs report``, anomaly detection, the release gate and budgets all read
+through these queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..sinks.tables import BranchDecisionRow, RetrievedDocumentRow, ScoreRow, SpanRow
+from .times import parse_time
+
+SPANS = SpanRow.__table__
+DOCS = RetrievedDocumentRow.__table__
+SCORES = ScoreRow.__table__
+BRANCHES = BranchDecisionRow.__table__
+_LLM = sa.literal_column("'llm'")  # rendered inline: a partial index on kind = 'llm' matches it
+
+REQUEST_COLUMNS = (
+    "trace_id",
+    "name",
+    "start_time",
+    "latency_ms",
+    "ttft_ms",
+    "status",
+    "error_type",
+    "input_tokens",
+    "output_tokens",
+    "tokens",
+    "cost_usd",
+    "llm_calls",
+    "unpriced_calls",
+    "unpriced_model",
+    "prompt_name",
+    "prompt_version",
+    "model",
+    "session_id",
+    "user_id",
+    "internal",
+)
+
+
+def user_facing(column: sa.ColumnElement) -> sa.ColumnElement:
+    """``internal`` is NULL (rows older than schema 2) or false: a user's work."""
+    return column.is_not(True)
+
+
+def current_score() -> sa.ColumnElement:
+    """A score that counts: not superseded by the same user's later rating."""
+    return SCORES.c.superseded_at.is_(None)
+
+
+def bind_time(value: datetime) -> datetime:
+    # The schema's datetime type takes aware values and stores them as UTC on every dialect.
+    return value.astimezone(timezone.utc)
+
+
+def time_range(column: sa.ColumnElement, since: Any, until: Any) -> list[sa.ColumnElement]:
+    """``since <= column < until`` for the bounds given (``parse_time`` forms); None: unbounded."""
+    out = []
+    start, end = parse_time(since), parse_time(until)
+    if start is not None:
+        out.append(column >= bind_time(start))
+    if end is not None:
+        out.append(column < bind_time(end))
+    return out
+
+
+def where_equal(query: sa.Select, *filters: tuple[Any, Any]) -> sa.Select:
+    """``column = value`` for a string, ``column IN (...)`` for a sequence; None filters nothing."""
+    for column, value in filters:
+        if value is None:
+            continue
+        query = query.where(column == value if isinstance(value, str) else column.in_(list(value)))
+    return query
+
+
+def roots_query(
+    since: Any = None,
+    until: Any = None,
+    name: str | None = None,
+    status: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    trace_id: str | Sequence[str] | None = None,
+    *,
+    include_internal: bool = False,
+) -> sa.Select:
+    """The ids of the requests whose root matches the root-level filters (an index range on the
+    roots' partial index)."""
+    r = SPANS.alias("root").c
+    query = sa.select(r.trace_id).where(r.parent_span_id.is_(None), *time_range(r.start_time, since, until))
+    if not include_internal:
+        query = query.where(user_facing(r.internal))
+    return where_equal(
+        query,
+        (r.name, name),
+        (r.status, status),
+        (r.session_id, session_id),
+        (r.user_id, user_id),
+        (r.trace_id, trace_id),
+    )
+
+
+def requests_query(
+    since: Any = None,
+    until: Any = None,
+    name: str | None = None,
+    status: str | None = None,
+    session_id: str | None = None,
+    user_id: str | None = None,
+    prompt_version: str | Sequence[str] | None = None,
+    model: str | Sequence[str] | None = None,
+    trace_id: str | Sequence[str] | None = None,
+    *,
+    include_internal: bool = False,
+) -> sa.Select:
+    """One row per request (see the module docstring) whose root started in ``[since, until)``
+    and matches the filters, oldest first, with the columns of ``REQUEST_COLUMNS``."""
+    c = SPANS.c
+    root = SPANS.alias("root")
+    r = root.c
+    unpriced = sa.and_(
+        c.cost_usd.is_(None), sa.or_(c.input_tokens.is_not(None), c.output_tokens.is_not(None))
+    )
+    # Every LLM call of the selected requests in one pass (the partial index ix_spans_llm_calls
+    # holds them in (trace_id, start_time) order): per trace, the sums, the count and the
+    # first call's ttft / prompt / model (row_number 1), instead of correlated lookups per trace.
+    calls = sa.select(
+        c.trace_id,
+        sa.func.row_number().over(partition_by=c.trace_id, order_by=(c.start_time, c.span_id)).label("n"),
+        c.ttft_ms,
+        c.prompt_name,
+        c.prompt_version,
+        c.model,
+        c.input_tokens,
+        c.output_tokens,
+        c.cost_usd,
+        sa.case((unpriced, 1), else_=0).label("unpriced"),
+    ).where(c.kind == _LLM)
+    root_filters = (since, until, name, status, session_id, user_id, trace_id)
+    if any(f is not None for f in root_filters):
+        # Only the LLM calls of the requests in the window, not every call in the store.
+        calls = calls.where(c.trace_id.in_(roots_query(*root_filters, include_internal=include_internal)))
+    calls = calls.subquery("calls")
+    k = calls.c
+
+    def first(column: sa.ColumnElement) -> sa.ColumnElement:
+        return sa.func.max(sa.case((k.n == 1, column)))  # the one value of row_number 1
+
+    # A GROUP BY (not a filtered window): SQLite joins an aggregate subquery through an
+    # automatic index, but scans a window subquery once per root.
+    llm = (
+        sa.select(
+            k.trace_id,
+            sa.func.count().label("llm_calls"),
+            sa.func.sum(k.input_tokens).label("input_tokens"),
+            sa.func.sum(k.output_tokens).label("output_tokens"),
+            sa.func.sum(k.cost_usd).label("cost_usd"),
+            sa.func.sum(k.unpriced).label("unpriced_calls"),
+            sa.func.max(sa.case((k.unpriced == 1, k.model))).label("unpriced_model"),
+            first(k.ttft_ms).label("ttft_ms"),
+            first(k.prompt_name).label("prompt_name"),
+            first(k.prompt_version).label("prompt_version"),
+            first(k.model).label("model"),
+        )
+        .group_by(k.trace_id)
+        .subquery("llm")
+    )
+    version = sa.func.coalesce(r.prompt_version, llm.c.prompt_version)
+    prompt = sa.case((r.prompt_version.is_not(None), r.prompt_name), else_=llm.c.prompt_name)
+    input_tokens = sa.func.coalesce(llm.c.input_tokens, 0)
+    output_tokens = sa.func.coalesce(llm.c.output_tokens, 0)
+    first_model = llm.c.model
+    query = (
+        sa.select(
+            r.trace_id,
+            r.name,
+            r.start_time,
+            r.latency_ms,
+            llm.c.ttft_ms,
+            r.status,
+            r.error_type,
+            input_tokens.label("input_tokens"),
+            output_tokens.label("output_tokens"),
+            (input_tokens + output_tokens).label("tokens"),
+            llm.c.cost_usd,
+            sa.func.coalesce(llm.c.llm_calls, 0).label("llm_calls"),
+            sa.func.coalesce(llm.c.unpriced_calls, 0).label("unpriced_calls"),
+            llm.c.unpriced_model,
+            prompt.label("prompt_name"),
+            version.label("prompt_version"),
+            first_model.label("model"),
+            r.session_id,
+            r.user_id,
+            r.internal,
+        )
+        .select_from(root.outerjoin(llm, llm.c.trace_id == r.trace_id))
+        .where(r.parent_span_id.is_(None), *time_range(r.start_time, since, until))
+    )
+    if not include_internal:
+        query = query.where(user_facing(r.internal))
+    query = where_equal(
+        query,
+        (r.name, name),
+        (r.status, status),
+        (r.session_id, session_id),
+        (r.user_id, user_id),
+        (version, prompt_version),
+        (first_model, model),
+        (r.trace_id, trace_id),
+    )
+    return query.order_by(r.start_time)
+
+
+def score_means_query(trace_ids: sa.Select | None = None) -> sa.Select:
+    """Mean of each score name per trace over the current scores (long form: trace_id, name,
+    value), for the traces ``trace_ids`` selects (None: every trace)."""
+    c = SCORES.c
+    query = (
+        sa.select(c.trace_id, c.name, sa.func.avg(c.value).label("value"))
+        .where(c.value.is_not(None), current_score())
+        .group_by(c.trace_id, c.name)
+    )
+    if trace_ids is not None:
+        query = query.where(c.trace_id.in_(trace_ids))
+    return query
+
+
+def scores_query(
+    since: Any = None,
+    until: Any = None,
+    name: str | Sequence[str] | None = None,
+    source: str | Sequence[str] | None = None,
+    trace_id: str | Sequence[str] | None = None,
+    *,
+    include_superseded: bool = False,
+) -> sa.Select:
+    """Score rows by creation time; superseded ratings only with ``include_superseded``."""
+    c = SCORES.c
+    query = sa.select(SCORES).where(*time_range(c.created_at, since, until))
+    if not include_superseded:
+        query = query.where(current_score())
+    query = where_equal(query, (c.name, name), (c.source, source), (c.trace_id, trace_id))
+    return query.order_by(c.created_at)
+
+
+def spend_query(since: Any = None, until: Any = None, *, include_internal: bool = True) -> sa.Select:
+    """Total priced spend (LLM and judge calls) of spans started in ``[since, until)``: one row,
+    one column. Budgets cap the bill, so the judge's own calls count unless told otherwise."""
+    c = SPANS.c
+    query = sa.select(sa.func.coalesce(sa.func.sum(c.cost_usd), 0.0)).where(
+        c.cost_usd.is_not(None), *time_range(c.start_time, since, until)
+    )
+    if not include_internal:
+        query = query.where(user_facing(c.internal))
+    return query
