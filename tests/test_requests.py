@@ -52,11 +52,14 @@ def _ask(obs: LLMObs, chain, version: str = "v1") -> str:
 def judged(db_url: str) -> Iterator[tuple[str, list[str]]]:
     """Three user requests, each judged: three judge traces beside them in the store."""
     judge = Judge(scripted(), sample_rate=1.0, workers=1)
-    with LLMObs(
-        db_url, judge=judge, price_overrides=JUDGE_PRICES, prometheus_registry=CollectorRegistry()
-    ) as obs:
+    registry = CollectorRegistry()
+    with LLMObs(db_url, judge=judge, price_overrides=JUDGE_PRICES, prometheus_registry=registry) as obs:
         ids = [_ask(obs, rag_chain()) for _ in range(3)]
         assert obs.flush()
+    # Prometheus counts the requests too, not the judge's traces
+    traces = [s for m in registry.collect() if m.name == "llmobs_traces" for s in m.samples]
+    assert sum(s.value for s in traces if s.name == "llmobs_traces_total") == 3
+    assert {s.labels["root"] for s in traces} == {"RunnableSequence"}
     yield db_url, ids
 
 

@@ -194,7 +194,7 @@ class LLMObsMetrics:
                     lab("to_node", d.to_node),
                 )
             )
-        if span.parent_span_id is None:
+        if span.parent_span_id is None and not span.internal:  # requests: the judge's are not
             root, status = lab("root", span.name), _status(span)
             updates.inc(self._child(self.traces, root, status))
             latency = span.latency_ms
