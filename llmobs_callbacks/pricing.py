@@ -253,19 +253,19 @@ class Pricer:
     ) -> Price | None:
         snapshot = get_snapshot()
         if snapshot is not self._snapshot:  # new price data (genai-prices' UpdatePrices)
-            self._rates.clear()
-            self._resolved.clear()
-            self._snapshot = snapshot
+            # New dicts, not cleared ones: a thread still pricing with the old data fills those.
+            self._rates, self._resolved, self._snapshot = {}, {}, snapshot
+        rates_cache, resolved_cache = self._rates, self._resolved
         context_key = tuple(sorted(price_context.items())) if price_context else None
         key = (model, requested_model, provider, context_key)
-        rates = self._rates.get(key)
+        rates = rates_cache.get(key)
         if rates is not None and (usage.input_tokens or 0) >= (usage.cached_input_tokens or 0) + (
             usage.cache_write_tokens or 0
         ):
             return Price(float(rates.cost(usage)), rates.source)
-        resolved = self._resolve(model, provider, snapshot.providers)
+        resolved = _cached_resolve(resolved_cache, model, provider, snapshot.providers)
         if resolved is None and requested_model:
-            resolved = self._resolve(requested_model, provider, snapshot.providers)
+            resolved = _cached_resolve(resolved_cache, requested_model, provider, snapshot.providers)
         if resolved is None:
             return None
         genai_usage = Usage(
@@ -288,23 +288,29 @@ class Pricer:
             logger.warning("genai-prices failed for model %r", model, exc_info=True)
             return None
         source = f"genai-prices {_GENAI_PRICES_VERSION}:{result.provider.id}/{result.model.id}{resolved.note}"
-        if key not in self._rates and len(self._rates) < _CACHE_MAX:
+        if key not in rates_cache and len(rates_cache) < _CACHE_MAX:
             try:
-                self._rates[key] = _LinearRates.read(result, source, with_context=context_key is not None)
+                rates_cache[key] = _LinearRates.read(result, source, with_context=context_key is not None)
             except Exception:  # noqa: BLE001 - the slow path stays correct
-                self._rates[key] = None
+                rates_cache[key] = None
         return Price(float(result.total_price), source)
 
-    def _resolve(self, model: str, provider: str | None, providers: list[Provider]) -> _Resolved | None:
-        key = (model, provider)
-        try:
-            return self._resolved[key]
-        except KeyError:
-            pass
-        resolved = _resolve(model, provider, providers)
-        if len(self._resolved) < _CACHE_MAX:
-            self._resolved[key] = resolved
-        return resolved
+
+def _cached_resolve(
+    cache: dict[tuple[str, str | None], _Resolved | None],
+    model: str,
+    provider: str | None,
+    providers: list[Provider],
+) -> _Resolved | None:
+    key = (model, provider)
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    resolved = _resolve(model, provider, providers)
+    if len(cache) < _CACHE_MAX:
+        cache[key] = resolved
+    return resolved
 
 
 def _provider_by_id(providers: list[Provider], provider: str) -> Provider | None:
