@@ -53,12 +53,19 @@ class SpanPreparer:
             decision.span_id = str(decision.span_id)
         if span.request_model or span.response_model:
             span.model = model_key(span.request_model, span.response_model)
-        priced_as = span.response_model or span.request_model or span.model
-        if span.usage is not None and span.cost_usd is None and priced_as:
+        if span.usage is not None and span.cost_usd is None and span.model:
+            # Priced as the model that answered, else as the one asked for.
             at = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc)
-            price = self._pricer.price(priced_as, span.provider, span.usage, at, span.price_context)
+            price = self._pricer.price(
+                span.response_model or span.request_model or span.model,
+                span.provider,
+                span.usage,
+                at,
+                span.price_context,
+                requested_model=span.request_model,
+            )
             if price is None:
-                self._diag.unpriced_model(span.model or priced_as)
+                self._diag.unpriced_model(span.model)
             else:
                 span.cost_usd = price.cost_usd
                 span.price_source = price.source

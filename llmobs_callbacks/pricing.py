@@ -1,7 +1,21 @@
 """Cost of one LLM call: user overrides first, then the bundled genai-prices data, else NULL.
 
-An unknown model or provider yields ``None`` (stored as NULL and counted as unpriced) rather
-than a guess: a price taken from another provider's model is worse than no price.
+A call is priced under the model that answered (the response's, often a dated snapshot), else
+under the model asked for. The provider is the one the framework names (LangChain's
+``ls_provider``); when genai-prices does not know it (a custom chat model class, a company
+gateway) or does not list the model under it (a LiteLLM proxy behind ``ChatOpenAI``), the
+provider is inferred from the model name: a known provider prefix (``anthropic/claude-3-5-sonnet``,
+LiteLLM's form), else the one provider whose genai-prices ``model_match`` rule claims the name.
+Zero or several claimants, a self-hosted provider (Ollama, vLLM), a hub name (``org/model``)
+or a local tag (``model:7b``) yield ``None`` (stored as NULL and counted as unpriced) rather
+than a guess: a list price for a model someone else serves is worse than no price.
+
+``price_source`` forms (stable: reports and tests read them):
+
+- ``override:<name>``: a user's price; ``<name>`` is the name it matched;
+- ``genai-prices <version>:<provider>/<model>``: genai-prices under the given provider;
+- ``genai-prices <version>:<provider>/<model> (provider inferred from the model; given '<p>')``
+  (or ``; no provider given)``): under an inferred provider.
 
 genai-prices' ``calc_price`` costs ~150-250 µs a call. Most models' prices are linear in each
 token kind with one fixed set of rates, so for those the rates are read once from genai-prices
@@ -21,7 +35,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from genai_prices import Usage, calc_price
-from genai_prices.types import ModelPrice, PriceCalculation, TieredPrices
+from genai_prices.data_snapshot import DataSnapshot, find_provider_by_id, get_snapshot
+from genai_prices.types import ModelPrice, PriceCalculation, Provider, TieredPrices
 
 from .model import TokenUsage
 
@@ -42,22 +57,35 @@ _PROVIDER_ALIASES = {
     "amazon_bedrock": "aws",
     "mistralai": "mistral",
     "xai": "x-ai",
+    "fireworks_ai": "fireworks",  # LiteLLM's prefix
 }
 
+# Providers that run models on the user's own hardware: a model name they serve is never given
+# another provider's list price.
+_SELF_HOSTED = frozenset(
+    {"ollama", "vllm", "hosted_vllm", "llamacpp", "llama_cpp", "lmstudio", "lm_studio", "localai", "gpt4all"}
+)
 
-# A trailing date snapshot: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022, gemini-1.5-pro@001-style
-# suffixes are left alone (no date in them).
-_SNAPSHOT = re.compile(r"[-@](?:\d{4}-\d{2}-\d{2}|20\d{6})$")
+
+# A trailing date snapshot with its year: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022,
+# claude-3-5-sonnet-v2@20241022 (Vertex). Other suffixes are versions, not dates, and stay:
+# gpt-3.5-turbo-0125, mistral-large-2411, gemini-1.5-pro-002.
+_SNAPSHOT = re.compile(r"[-@]20\d\d-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12]\d|3[01])$")
+
+
+def strip_snapshot(model: str) -> str:
+    """``model`` without a trailing date snapshot (``gpt-4o-2024-08-06`` -> ``gpt-4o``)."""
+    return _SNAPSHOT.sub("", model) or model
 
 
 def model_key(request_model: str | None, response_model: str | None) -> str | None:
     """The one name a model's calls are grouped under: the model asked for, else the response's
     without its date snapshot. A failed call (no response) and a successful one of the same
-    model get the same key."""
+    model get the same key: both carry the requested name."""
     if request_model:
         return request_model
     if response_model:
-        return _SNAPSHOT.sub("", response_model) or response_model
+        return strip_snapshot(response_model)
     return None
 
 
@@ -145,6 +173,18 @@ class _LinearRates:
         )
 
 
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """Where genai-prices prices a model name: the provider and model ref to ask it for."""
+
+    provider_id: str
+    model_ref: str
+    note: str  # appended to price_source: "" unless the provider was inferred
+
+
 class Pricer:
     """Prices token usage. Runs on the processor thread, never on the caller's."""
 
@@ -152,9 +192,13 @@ class Pricer:
         self._overrides = {
             name.lower(): ModelPriceOverride.parse(value) for name, value in (overrides or {}).items()
         }
-        # (model, provider, price context) -> linear rates, or None when every call must
-        # use calc_price.
-        self._rates: dict[tuple[str, str | None, Any], _LinearRates | None] = {}
+        # (model, requested model, given provider, price context) -> linear rates, or None when
+        # every call must use calc_price. Keyed by the provider as given: an inferred provider
+        # depends on it.
+        self._rates: dict[tuple[Any, ...], _LinearRates | None] = {}
+        # (model name, given provider) -> where genai-prices prices it, or None (unpriced).
+        self._resolved: dict[tuple[str, str | None], _Resolved | None] = {}
+        self._snapshot: DataSnapshot | None = None  # the price data the caches were filled from
 
     def price(
         self,
@@ -163,34 +207,67 @@ class Pricer:
         usage: TokenUsage | None,
         at: datetime | None = None,
         price_context: Mapping[str, str] | None = None,
+        *,
+        requested_model: str | None = None,
     ) -> Price | None:
-        """The cost of ``usage`` on ``model``, or None when it cannot be priced exactly.
+        """The cost of ``usage`` on ``model`` (the model that answered), else on
+        ``requested_model`` (the one asked for) when ``model`` has no price; None when neither
+        can be priced exactly.
 
-        ``price_context`` (e.g. ``{"service_tier": "priority"}``) selects genai-prices' price
-        variants; overrides ignore it."""
-        if not model or usage is None or (usage.input_tokens is None and usage.output_tokens is None):
+        An override wins for either name, or for either without its date snapshot
+        (``price_source`` names the one it matched). ``price_context`` (e.g.
+        ``{"service_tier": "priority"}``) selects genai-prices' price variants; overrides ignore it."""
+        if usage is None or (usage.input_tokens is None and usage.output_tokens is None):
             return None
-        override = self._overrides.get(model.lower())
-        if override is not None:
-            return Price(_override_cost(override, usage), f"override:{model}")
-        return self._genai_price(model, provider, usage, at, price_context)
+        if not model:
+            model, requested_model = requested_model, None
+            if not model:
+                return None
+        elif requested_model == model:
+            requested_model = None
+        if self._overrides:
+            override = self._override(model, requested_model)
+            if override is not None:
+                return Price(_override_cost(override[1], usage), f"override:{override[0]}")
+        return self._genai_price(model, requested_model, provider, usage, at, price_context)
+
+    def _override(self, model: str, requested_model: str | None) -> tuple[str, ModelPriceOverride] | None:
+        names = [model, requested_model, strip_snapshot(model)]
+        if requested_model:
+            names.append(strip_snapshot(requested_model))
+        for name in names:
+            if name:
+                override = self._overrides.get(name.lower())
+                if override is not None:
+                    return name, override
+        return None
 
     def _genai_price(
         self,
         model: str,
+        requested_model: str | None,
         provider: str | None,
         usage: TokenUsage,
         at: datetime | None,
         price_context: Mapping[str, str] | None,
     ) -> Price | None:
-        provider_id = _PROVIDER_ALIASES.get(provider.lower(), provider.lower()) if provider else None
+        snapshot = get_snapshot()
+        if snapshot is not self._snapshot:  # new price data (genai-prices' UpdatePrices)
+            # New dicts, not cleared ones: a thread still pricing with the old data fills those.
+            self._rates, self._resolved, self._snapshot = {}, {}, snapshot
+        rates_cache, resolved_cache = self._rates, self._resolved
         context_key = tuple(sorted(price_context.items())) if price_context else None
-        key = (model, provider_id, context_key)
-        rates = self._rates.get(key)
+        key = (model, requested_model, provider, context_key)
+        rates = rates_cache.get(key)
         if rates is not None and (usage.input_tokens or 0) >= (usage.cached_input_tokens or 0) + (
             usage.cache_write_tokens or 0
         ):
             return Price(float(rates.cost(usage)), rates.source)
+        resolved = _cached_resolve(resolved_cache, model, provider, snapshot.providers)
+        if resolved is None and requested_model:
+            resolved = _cached_resolve(resolved_cache, requested_model, provider, snapshot.providers)
+        if resolved is None:
+            return None
         genai_usage = Usage(
             input_tokens=usage.input_tokens or 0,
             output_tokens=usage.output_tokens or 0,
@@ -200,8 +277,8 @@ class Pricer:
         try:
             result = calc_price(
                 genai_usage,
-                model,
-                provider_id=provider_id,
+                resolved.model_ref,
+                provider_id=resolved.provider_id,
                 genai_request_timestamp=at or datetime.now(timezone.utc),
                 price_context=dict(price_context) if price_context else None,
             )
@@ -210,13 +287,63 @@ class Pricer:
         except Exception:
             logger.warning("genai-prices failed for model %r", model, exc_info=True)
             return None
-        source = f"genai-prices {_GENAI_PRICES_VERSION}:{result.provider.id}/{result.model.id}"
-        if key not in self._rates and len(self._rates) < 10_000:
+        source = f"genai-prices {_GENAI_PRICES_VERSION}:{result.provider.id}/{result.model.id}{resolved.note}"
+        if key not in rates_cache and len(rates_cache) < _CACHE_MAX:
             try:
-                self._rates[key] = _LinearRates.read(result, source, with_context=context_key is not None)
+                rates_cache[key] = _LinearRates.read(result, source, with_context=context_key is not None)
             except Exception:  # noqa: BLE001 - the slow path stays correct
-                self._rates[key] = None
+                rates_cache[key] = None
         return Price(float(result.total_price), source)
+
+
+def _cached_resolve(
+    cache: dict[tuple[str, str | None], _Resolved | None],
+    model: str,
+    provider: str | None,
+    providers: list[Provider],
+) -> _Resolved | None:
+    key = (model, provider)
+    try:
+        return cache[key]
+    except KeyError:
+        pass
+    resolved = _resolve(model, provider, providers)
+    if len(cache) < _CACHE_MAX:
+        cache[key] = resolved
+    return resolved
+
+
+def _provider_by_id(providers: list[Provider], provider: str) -> Provider | None:
+    return find_provider_by_id(providers, _PROVIDER_ALIASES.get(provider, provider))
+
+
+def _resolve(model: str, provider: str | None, providers: list[Provider]) -> _Resolved | None:
+    """The given provider when genai-prices lists the model under it; else the provider
+    inferred from the model name (see the module's docstring); else None."""
+    ref = model.strip().lower()
+    given = provider.strip().lower() if provider else None
+    known = _provider_by_id(providers, given) if given else None
+    if known is not None and known.find_model(ref, all_providers=providers) is not None:
+        return _Resolved(known.id, ref, "")
+    if given in _SELF_HOSTED:
+        return None
+    note = (
+        f" (provider inferred from the model; given {provider!r})"
+        if given
+        else " (provider inferred from the model; no provider given)"
+    )
+    prefix, slash, rest = ref.partition("/")
+    if slash:  # LiteLLM's provider/model, else a hub name (meta-llama/...) whose host sets the price
+        owner = _provider_by_id(providers, prefix) if prefix and rest else None
+        if owner is None or owner.find_model(rest, all_providers=providers) is None:
+            return None
+        return _Resolved(owner.id, rest, "" if owner is known else note)
+    if ":" in ref:  # name:tag, a local build (Ollama); also OpenAI's ft:..., found above or not at all
+        return None
+    claimants = [p for p in providers if p.model_match is not None and p.model_match.is_match(ref)]
+    if len(claimants) != 1 or claimants[0].find_model(ref, all_providers=providers) is None:
+        return None  # nobody's name, or several makers' (ambiguous)
+    return _Resolved(claimants[0].id, ref, note)
 
 
 def _override_cost(p: ModelPriceOverride, usage: TokenUsage) -> float:

@@ -116,6 +116,7 @@ def test_error_rate_and_quality_regressions(traffic: Traffic, capsys) -> None:
 
 def test_by_model(traffic: Traffic, capsys) -> None:
     traffic.hours(T0, 2, 20, noisy("v1", model="gpt-4o-mini"))
+    traffic.llm.model_name = "gpt-4o"  # the app asks for another model (the grouping key)
     traffic.hours(T0 + timedelta(hours=2), 2, 20, noisy("v1", model="gpt-4o"), seed=2)
     code, out = _gate(traffic, capsys, "--by", "model", "--baseline", "gpt-4o-mini", "--candidate", "gpt-4o")
     assert code == 1, out

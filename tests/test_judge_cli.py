@@ -54,7 +54,12 @@ def test_cli_judge_backfill_with_openai_compatible_model(
     assert len(judge_spans) == 3
     for span in judge_spans:
         assert (span["input_tokens"], span["output_tokens"]) == (200, 30)
-        assert span["model"] == "gpt-4o-mini-2024-07-18" and span["cost_usd"] > 0
+        assert (span["model"], span["request_model"], span["response_model"]) == (
+            "gpt-4o-mini",
+            "gpt-4o-mini",
+            "gpt-4o-mini-2024-07-18",
+        )
+        assert span["cost_usd"] > 0
     assert sum(s["cost_usd"] for s in scores) == pytest.approx(sum(s["cost_usd"] for s in judge_spans))
     # resumable: a second run judges nothing and calls no model
     requests = len(fake_openai.requests)

@@ -152,7 +152,8 @@ def test_openai_through_the_legacy_handler(legacy: LLMObs, fake_openai: FakeOpen
     llm = OpenAI(model="gpt-4o-mini", api_key="test", api_base=fake_openai.base_url, max_retries=0)
     assert str(knowledge_index().as_query_engine(llm=llm).query(QUESTION)) == "Five days."
     (row,) = _rows(legacy, kind="llm")
-    assert (row["name"], row["model"], row["provider"]) == ("openai_llm", "gpt-4o-mini-2024-07-18", "openai")
+    assert (row["name"], row["model"], row["provider"]) == ("openai_llm", "gpt-4o-mini", "openai")
+    assert (row["request_model"], row["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
     assert (row["input_tokens"], row["output_tokens"], row["cached_input_tokens"]) == (1000, 100, 400)
     assert row["cost_usd"] == pytest.approx(0.00018, rel=1e-12)
 

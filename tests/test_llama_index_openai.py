@@ -77,7 +77,13 @@ def _tokens(row: dict) -> tuple:
 
 
 def _assert_priced(row: dict, prompt: int, completion: int, cached: int = 0) -> None:
-    assert row["model"] == MINI_SNAPSHOT and row["provider"] == "openai"
+    # the requested model is the key; the response's snapshot is kept (and priced)
+    assert (row["model"], row["request_model"], row["response_model"]) == (
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        MINI_SNAPSHOT,
+    )
+    assert row["provider"] == "openai"
     assert row["cost_usd"] == pytest.approx(_cost(prompt, completion, cached), rel=1e-12)
     assert row["price_source"].startswith("genai-prices ")
     assert row["price_source"].endswith(":openai/gpt-4o-mini")
@@ -141,7 +147,7 @@ def test_streamed_query_is_timed_to_the_end_of_the_stream(
     assert llm["name"] == "OpenAI.stream_chat" and llm["status"] == "ok"
     assert llm["output"] == "one two three four five"
     assert llm["latency_ms"] >= 5 * 20 * 0.9 and 0 < llm["ttft_ms"] < llm["latency_ms"]
-    assert llm["model"] == MINI_SNAPSHOT
+    assert llm["model"] == "gpt-4o-mini" and llm["response_model"] == MINI_SNAPSHOT
     if stream_usage:  # the usage chunk comes last
         assert _tokens(llm) == (50, 8, 10, 0, 58)
         _assert_priced(llm, 50, 8, cached=10)
@@ -206,7 +212,8 @@ async def test_function_calling_agent_with_a_tool(li: LLMObs, server: FakeOpenAI
         ("OpenAI.astream_chat", 150, 10),
     ]
     for s in llms:
-        assert s["model"] == MINI_SNAPSHOT and s["ttft_ms"] is not None
+        assert (s["model"], s["response_model"]) == ("gpt-4o-mini", MINI_SNAPSHOT)
+        assert s["ttft_ms"] is not None
     assert json.loads(llms[0]["output"])["tool_calls"][0]["function"]["name"] == "_add"
     assert sum(s["cost_usd"] for s in spans if s["cost_usd"]) == pytest.approx(
         _cost(100, 20) + _cost(150, 10), rel=1e-12

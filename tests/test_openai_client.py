@@ -70,7 +70,12 @@ def _assert_priced_mini(row: dict, prompt: int, completion: int, cached: int = 0
 def _assert_invoke_row(row: dict) -> None:
     assert row["name"] == "ChatOpenAI" and row["kind"] == "llm"
     assert row["status"] == "ok" and row["error_type"] is None and row["error_message"] is None
-    assert row["model"] == MINI_SNAPSHOT  # the response's model, not the requested alias
+    # the response's model (a snapshot) beside the requested alias, which is the grouping key
+    assert (row["model"], row["request_model"], row["response_model"]) == (
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        MINI_SNAPSHOT,
+    )
     assert row["provider"] == "openai"
     assert (
         row["input_tokens"],
@@ -123,7 +128,8 @@ def _enqueue_stream_answer(server: FakeOpenAIServer) -> None:
 
 def _assert_streamed_row(row: dict, *, with_usage: bool) -> None:
     assert row["status"] == "ok" and row["kind"] == "llm"
-    assert row["model"] == MINI_SNAPSHOT and row["provider"] == "openai"
+    assert row["model"] == "gpt-4o-mini" and row["response_model"] == MINI_SNAPSHOT
+    assert row["provider"] == "openai"
     assert json.loads(row["output"])["content"] == STREAMED  # every chunk, merged
     assert row["ttft_ms"] is not None and 0 < row["ttft_ms"] <= row["latency_ms"]
     if with_usage:
@@ -224,6 +230,7 @@ def test_http_error_reaches_user_and_marks_llm_and_chain(
     assert llm["error_message"] == str(info.value)
     assert f"Error code: {status}" in llm["error_message"] and message in llm["error_message"]
     assert llm["model"] == "gpt-4o-mini" and llm["provider"] == "openai"
+    assert (llm["request_model"], llm["response_model"]) == ("gpt-4o-mini", None)  # nothing answered
     assert llm["output"] is None  # not the HTTP error response LangChain attaches
     for col in ("input_tokens", "output_tokens", "total_tokens", "cost_usd"):
         assert llm[col] is None, col
@@ -294,7 +301,9 @@ def test_react_agent_tool_call_trace(obs: LLMObs, server: FakeOpenAIServer, use_
         (60, 15, 75),
         (90, 9, 99),
     ]
-    assert [(r["model"], r["provider"]) for r in llms] == [(MINI_SNAPSHOT, "openai")] * 2
+    assert [(r["model"], r["response_model"], r["provider"]) for r in llms] == [
+        ("gpt-4o-mini", MINI_SNAPSHOT, "openai")
+    ] * 2
     _assert_priced_mini(llms[0], 60, 15)
     _assert_priced_mini(llms[1], 90, 9)
     assert json.loads(llms[0]["output"])["tool_calls"][0]["args"] == {"city": "Paris"}
@@ -414,7 +423,7 @@ async def test_concurrent_ainvokes_make_separate_traces(obs: LLMObs, server: Fak
             completion_tokens,
             prompt_tokens + completion_tokens,
         )
-        assert llm["model"] == MINI_SNAPSHOT
+        assert llm["model"] == "gpt-4o-mini" and llm["response_model"] == MINI_SNAPSHOT
         _assert_priced_mini(llm, prompt_tokens, completion_tokens, cached=0)
     llms = [s["llm"] for s in by_session.values()]
     assert sorted(r["input_tokens"] for r in llms) == [100 + i for i in range(CONCURRENT)]

@@ -58,8 +58,8 @@ def test_llm_call_counters_histograms_labels_and_exemplars(sqlite_url: str, reg:
         llm.invoke("q", config={"callbacks": [obs.langchain_handler()], "run_id": run_id, "metadata": meta})
         assert obs.flush()
         row = next(r for r in fetch(sqlite_url, "spans") if r["kind"] == "llm")
-    # the snapshot date is dropped from the label; the store keeps the exact model name
-    assert row["model"] == "gpt-4o-mini-2024-07-18"
+    # the label is the model key (the requested model); the store keeps the response's snapshot beside it
+    assert (row["model"], row["response_model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
     assert samples(reg, "llmobs_llm_requests_total") == {frozenset({**LLM, "status": "ok"}.items()): 1.0}
     tokens = {dict(k)["type"]: v for k, v in samples(reg, "llmobs_llm_tokens_total").items()}
     assert tokens == {"input": 1000, "output": 100, "cached_input": 400, "reasoning": 30}

@@ -32,7 +32,12 @@ def test_usage_metadata_tokens_and_cost_exact(obs: LLMObs) -> None:
         row["total_tokens"],
         row["cache_write_tokens"],
     ) == (1000, 100, 400, 30, 1100, None)
-    assert row["model"] == "gpt-4o-mini-2024-07-18"  # the response's model wins over ls_model_name
+    # the requested model (ls_model_name) is the grouping key; the response's snapshot is kept and priced
+    assert (row["model"], row["request_model"], row["response_model"]) == (
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "gpt-4o-mini-2024-07-18",
+    )
     assert row["provider"] == "openai"
     expected = (600 * GPT4O_MINI_IN + 400 * GPT4O_MINI_CACHED + 100 * GPT4O_MINI_OUT) / 1e6
     assert row["cost_usd"] == pytest.approx(expected, rel=1e-12)

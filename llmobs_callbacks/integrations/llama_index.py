@@ -473,8 +473,8 @@ class LlamaIndexTracer:
             if span_id not in self._open:
                 self._open[span_id] = _Open(SpanKind.RERANKER, -1)
         model = getattr(event, "model_name", None)
-        if isinstance(model, str) and model and not span.model:
-            span.model = model
+        if isinstance(model, str) and model and not span.request_model:
+            span.request_model = model  # the model asked for; the preparer derives span.model
 
     # -- helpers ----------------------------------------------------------------------------
 

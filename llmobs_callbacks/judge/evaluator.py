@@ -387,12 +387,12 @@ class Judge:
             return result
         result.judge_model = reply.model or model
         if span is not None:
-            span.usage = reply.usage
-            span.model = reply.model or model
             span.provider = reply.provider or provider
-            if self._pricer is not None and reply.usage is not None and span.model:
+            if self._pricer is not None and reply.usage is not None and result.judge_model:
                 at = datetime.fromtimestamp(span.start_ns / 1e9, tz=timezone.utc)
-                price = self._pricer.price(span.model, span.provider, reply.usage, at)
+                price = self._pricer.price(
+                    result.judge_model, span.provider, reply.usage, at, requested_model=model
+                )
                 if price is not None:
                     span.cost_usd, span.price_source = price.cost_usd, price.source
                     result.cost_usd = price.cost_usd
@@ -406,7 +406,7 @@ class Judge:
         else:
             result.scores, result.reason = judgement.scores, judgement.reason
         metadata["judge_status"] = result.status
-        recorder.end(span_id, output=reply.text)
+        recorder.end(span_id, output=reply.text, usage=reply.usage, model=reply.model)
         return result
 
     def _row(

@@ -19,7 +19,7 @@ from ..usage import from_provider_usage, from_usage_metadata
 class LLMReply:
     text: str
     usage: TokenUsage | None
-    model: str | None
+    model: str | None  # the model that answered, as the response reports it (None: not reported)
     provider: str | None
 
 
@@ -76,15 +76,16 @@ def call_llm(llm: Any, prompt: str) -> LLMReply:
         if usage is None:
             usage = from_provider_usage(meta.get("token_usage") or meta.get("usage"))
         reported = meta.get("model_name") or meta.get("model")
-        return LLMReply(_text_of(getattr(result, "content", result)), usage, reported or model, provider)
+        reported = reported if isinstance(reported, str) and reported else None
+        return LLMReply(_text_of(getattr(result, "content", result)), usage, reported, provider)
     if hasattr(llm, "complete"):  # LlamaIndex LLM
         response = llm.complete(prompt)
         raw = getattr(response, "raw", None)
         raw_usage = raw.get("usage") if isinstance(raw, dict) else getattr(raw, "usage", None)
         reported = raw.get("model") if isinstance(raw, dict) else getattr(raw, "model", None)
-        return LLMReply(
-            str(getattr(response, "text", "")), from_provider_usage(raw_usage), reported or model, provider
-        )
+        reported = reported if isinstance(reported, str) and reported else None
+        text = str(getattr(response, "text", ""))
+        return LLMReply(text, from_provider_usage(raw_usage), reported, provider)
     if callable(llm):  # a function prompt -> text (or LLMReply)
         result = llm(prompt)
         if isinstance(result, LLMReply):

@@ -127,6 +127,7 @@ class StoreMetricsFeed:
                 span.end_ns = start_ns + int(r.latency_ms * 1e6)
             if r.ttft_ms is not None:
                 span.first_token_ns = start_ns + int(r.ttft_ms * 1e6)
+            # the stored model is already the grouping key (pricing.model_key), as in-process
             span.model, span.provider, span.prompt_version = r.model, r.provider, r.prompt_version
             usage = TokenUsage(
                 r.input_tokens,
