@@ -14,6 +14,8 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 
+from .pricing import strip_snapshot
+
 OTHER = "__other__"
 """The value every label takes once its cap of distinct values is reached."""
 
@@ -23,9 +25,6 @@ MISSING = "none"
 DEFAULT_LABEL_LIMIT = 100
 MAX_LABEL_CHARS = 128
 
-_DATE_SUFFIX = re.compile(
-    r"(?:[-@_](?:20\d\d-[01]\d-[0-3]\d|20\d\d[01]\d[0-3]\d))$"  # -2024-07-18, -20241022, @20240620
-)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
@@ -43,8 +42,7 @@ def normalize_model_name(model: str) -> str:
         name = name.rstrip("/").rsplit("/", 1)[-1]
     if name.endswith(":latest"):
         name = name[: -len(":latest")]
-    stripped = _DATE_SUFFIX.sub("", name)
-    return stripped or name
+    return strip_snapshot(name)
 
 
 def clean_label_value(value: object, max_chars: int = MAX_LABEL_CHARS) -> str:

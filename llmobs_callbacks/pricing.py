@@ -70,7 +70,7 @@ _SELF_HOSTED = frozenset(
 # A trailing date snapshot with its year: gpt-4o-2024-08-06, claude-3-5-sonnet-20241022,
 # claude-3-5-sonnet-v2@20241022 (Vertex). Other suffixes are versions, not dates, and stay:
 # gpt-3.5-turbo-0125, mistral-large-2411, gemini-1.5-pro-002.
-_SNAPSHOT = re.compile(r"[-@]20\d\d-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12]\d|3[01])$")
+_SNAPSHOT = re.compile(r"[-@_]20\d\d-?(?:0[1-9]|1[0-2])-?(?:0[1-9]|[12]\d|3[01])$")
 
 
 def strip_snapshot(model: str) -> str:
