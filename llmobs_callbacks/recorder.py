@@ -112,23 +112,25 @@ class Recorder:
             else:
                 duplicate = False
                 parent = self._open.get(parent_span_id) if parent_span_id is not None else None
+                handed = None
                 if parent is not None:
                     trace_id = parent.trace_id
                     internal = internal or parent.internal
+                    fed = None
+                    if kind == SpanKind.LLM and prompt_template is None:
+                        # The template that fed this call: the prompt its sequence rendered just
+                        # before it (LangChain), else the span around it that rendered one
+                        # (LlamaIndex's LLM.predict) or handed it down (structured_predict).
+                        fed = prompt_template = parent.last_prompt or parent.prompt_template
+                    elif parent.prompt_template is not None and parent.kind != SpanKind.LLM:
+                        handed = parent.prompt_template  # for the LLM calls of the steps it runs
                     if prompt_version is None:
-                        last_prompt = parent.last_prompt
-                        if kind == SpanKind.LLM and last_prompt is not None:
-                            # A prompt feeds its next sibling LLM in a sequence.
-                            prompt_name = prompt_name or last_prompt.prompt_name
-                            prompt_version = last_prompt.prompt_version
-                        else:
-                            prompt_name = prompt_name or parent.prompt_name
-                            prompt_version = parent.prompt_version
+                        source = fed or parent
+                        prompt_name = prompt_name or source.prompt_name
+                        prompt_version = source.prompt_version
                     session_id = session_id or parent.session_id
                     user_id = user_id or parent.user_id
-                    if kind == SpanKind.PROMPT and prompt_template is not None:
-                        parent.last_prompt = prompt_template
-                    elif kind == SpanKind.GRAPH_NODE:
+                    if kind == SpanKind.GRAPH_NODE:
                         if parent.child_node_names is None:
                             parent.child_node_names = set()
                         parent.child_node_names.add(name)
@@ -138,13 +140,17 @@ class Recorder:
                     trace_id = self._recent_ended.get(parent_span_id, parent_span_id)
                 else:
                     trace_id = span_id
-                if prompt_template is not None and prompt_version is None:
-                    prompt_name = prompt_name or prompt_template.prompt_name
-                    prompt_version = prompt_template.prompt_version
+                if prompt_template is not None or (prompt_version is not None and not prompt_name):
+                    prompt_name, prompt_version, prompt_template = _resolve_prompt(
+                        name, parent, prompt_name, prompt_version, prompt_template
+                    )
+                    if kind == SpanKind.PROMPT and parent is not None and prompt_template is not None:
+                        parent.last_prompt = prompt_template  # it feeds the next sibling LLM
                 span = SpanRecord(span_id, trace_id, parent_span_id, kind, name, framework, start_ns)
                 span.prompt_name = prompt_name
                 span.prompt_version = prompt_version
                 span.prompt_template = prompt_template
+                span.last_prompt = handed
                 span.session_id = session_id
                 span.user_id = user_id
                 span.tags = tags
@@ -279,6 +285,34 @@ class Recorder:
         recent[span.span_id] = span.trace_id
         if len(recent) > self._recent_capacity:
             recent.popitem(last=False)  # O(1); deleting a plain dict's first key degrades to O(n)
+
+
+def _resolve_prompt(
+    name: str,
+    parent: SpanRecord | None,
+    prompt_name: str | None,
+    prompt_version: str | None,
+    template: PromptTemplate | None,
+) -> tuple[str | None, str | None, PromptTemplate | None]:
+    """A span's prompt (name, version) and the template identity stored with it.
+
+    A declared or inherited version wins over the template's derived one. A version without a
+    name takes the template's name, else the name it carries up the tree (the root's, where it
+    was declared), else the span's own: never ''. The template is re-labelled with the span's
+    (name, version), so ``prompt_versions`` lists it under the version it served.
+    """
+    if template is not None:
+        if prompt_version is None:
+            prompt_version = template.prompt_version
+        prompt_name = prompt_name or template.prompt_name
+    if prompt_version is not None and not prompt_name:
+        if parent is not None and parent.prompt_version == prompt_version:
+            prompt_name = parent.prompt_name
+        prompt_name = prompt_name or name
+    labels = (prompt_name, prompt_version)
+    if template is not None and (template.prompt_name, template.prompt_version) != labels:
+        template = PromptTemplate(prompt_name, prompt_version, template.template_hash, template.template)
+    return prompt_name, prompt_version, template
 
 
 def _text(value: Any) -> str | None:

@@ -175,9 +175,16 @@ def test_custom_template_version_and_declared_version_wins(li: LLMObs) -> None:
     with instrument_tags({"prompt_version": "v7", "prompt_name": "support"}):
         engine.query(QUESTION)
     llm_rows = _rows(li, kind="llm")
-    assert [(r["prompt_name"], r["prompt_version"]) for r in llm_rows] == [
-        ("text_qa", hashlib.sha256(template_text.encode()).hexdigest()[:12]),
-        ("support", "v7"),
+    digest = hashlib.sha256(template_text.encode()).hexdigest()
+    assert [(r["prompt_name"], r["prompt_version"], r["template_hash"]) for r in llm_rows] == [
+        ("text_qa", digest[:12], digest),
+        ("support", "v7", digest),
+    ]
+    # the declared version lists the template it served
+    prompts = fetch(li.database_url, "prompt_versions", order_by="prompt_name")
+    assert [(p["prompt_name"], p["prompt_version"], p["template_hash"], p["template"]) for p in prompts] == [
+        ("support", "v7", digest, template_text),
+        ("text_qa", digest[:12], digest, template_text),
     ]
 
 

@@ -36,6 +36,13 @@ def test_declared_version_inherited_by_every_descendant(obs: LLMObs) -> None:
     assert v["template"] == "[SystemMessagePromptTemplate] be brief\n[HumanMessagePromptTemplate] {q}"
     assert v["template_hash"] == hashlib.sha256(v["template"].encode()).hexdigest()
     assert v["first_seen"] <= v["last_seen"]
+    # the prompt and the LLM call it fed carry the template's hash; the chain and parser do not
+    assert {r["kind"]: r["template_hash"] for r in rows} == {
+        "chain": None,
+        "prompt": v["template_hash"],
+        "llm": v["template_hash"],
+        "parser": None,
+    }
 
 
 def test_derived_version_reaches_sibling_llm_and_is_stable(obs: LLMObs) -> None:

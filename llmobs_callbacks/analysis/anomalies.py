@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from . import prompt_drift
 from .queries import BRANCHES, DOCS, SCORES, SPANS, current_score, requests_query, user_facing
 from .times import now_or, parse_duration
 
@@ -56,6 +57,7 @@ TYPES = (
     "branch_shift",
     "quality_drop",
     "new_prompt_version",
+    "prompt_drift",
 )
 # Score names where a higher value is worse (rule scores and the judge's 0/1 hallucination flag).
 LOWER_IS_BETTER = frozenset({"hallucination", "empty_answer", "refusal"})
@@ -131,8 +133,9 @@ class Anomaly:
 
     @property
     def key(self) -> tuple[str | None, ...]:
-        """The anomaly's identity: its type and group (and, for quality, the score's metric)."""
-        metric = self.metric if self.type == "quality_drop" else None
+        """The anomaly's identity: its type and group (and, for quality, the score's metric; for
+        a prompt drift, the prompt and its new template)."""
+        metric = self.metric if self.type in ("quality_drop", "prompt_drift") else None
         return (self.type, self.prompt_version, self.model, self.tool, self.graph, self.route, metric)
 
     @property
@@ -255,6 +258,7 @@ class Data:
     decisions: pd.DataFrame  # created_at, trace_id, graph, from_node, to_node, pv
     scores: pd.DataFrame  # trace_id, name, value, start_time (the trace's), pv
     version_first_seen: dict[str, datetime]  # earliest span of each version, over the whole store
+    prompt_templates: prompt_drift.PromptTemplates = field(default_factory=prompt_drift.PromptTemplates)
 
 
 def _pd() -> Any:
@@ -382,7 +386,8 @@ def load(store: TraceStore, start: datetime, end: datetime, include_internal: bo
         first_seen = {
             str(v): t.to_pydatetime() for v, t in zip(frame["prompt_version"], frame["first"], strict=True)
         }
-    return Data(start, end, traces, tools, retrievals, decisions, scores, first_seen)
+    templates = prompt_drift.load(store, start, end)
+    return Data(start, end, traces, tools, retrievals, decisions, scores, first_seen, templates)
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -503,6 +508,7 @@ class Detector:
         found += self._branches()
         found += self._quality()
         found += self._new_versions()
+        found += prompt_drift.detect(d.prompt_templates, now, self.settle_at, self._anomaly)
         return _merge(found)
 
     def _in(self, frame: pd.DataFrame, column: str, start: datetime, end: datetime) -> pd.DataFrame:

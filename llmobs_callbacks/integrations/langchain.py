@@ -16,6 +16,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar, copy_context
+from dataclasses import replace
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -115,7 +116,7 @@ class LangChainCallbackHandler(BaseCallbackHandler):
                     kind = SpanKind.CHAIN
             elif run_type == "prompt":
                 kind = SpanKind.PROMPT
-                template = self._prompt_template(serialized, name, metadata)
+                template = self._prompt_template(serialized, name)
             elif run_type == "parser":
                 kind = SpanKind.PARSER
             else:
@@ -343,32 +344,26 @@ class LangChainCallbackHandler(BaseCallbackHandler):
             **extra,
         )
 
-    def _prompt_template(
-        self, serialized: dict[str, Any] | None, name: str, metadata: dict[str, Any] | None
-    ) -> PromptTemplate | None:
-        """The prompt's identity; the template text is hashed once per prompt object."""
+    def _prompt_template(self, serialized: dict[str, Any] | None, name: str) -> PromptTemplate | None:
+        """The prompt's template identity; its text is hashed once per prompt object. Its name is
+        the one the user gave it (a run name), None for the class's default name: a version
+        declared without a name then takes the root's (the recorder resolves names and
+        declared versions)."""
         if not isinstance(serialized, dict):
             return None
-        md = metadata or {}
-        declared_name = _str_or_none(md.get("prompt_name"))
-        declared_version = _str_or_none(md.get("prompt_version"))
         cached = self._template_cache.get(id(serialized))
         if cached is not None and cached[0] is serialized:
             base = cached[1]
         else:
-            base = prompt_identity(_template_text(serialized), name)
+            base = prompt_identity(_template_text(serialized), None)
             if len(self._template_cache) >= _TEMPLATE_CACHE_MAX:
                 self._template_cache.clear()
             # Keep a reference to ``serialized`` so its id cannot be reused while cached.
             self._template_cache[id(serialized)] = (serialized, base)
-        if declared_name is None and declared_version is None:
+        ids = serialized.get("id")
+        if isinstance(ids, list) and ids and name == ids[-1]:
             return base
-        return PromptTemplate(
-            prompt_name=declared_name or base.prompt_name,
-            prompt_version=declared_version or base.prompt_version,
-            template_hash=base.template_hash,
-            template=base.template,
-        )
+        return replace(base, prompt_name=name)
 
 
 # -- helpers (pure functions over LangChain objects) ------------------------------------------

@@ -70,7 +70,7 @@ from llama_index.core.tools.types import BaseTool
 from ..diagnostics import Diagnostics
 from ..model import PromptTemplate, RetrievedDocument, SpanKind
 from ..obs import current_context, restore_context
-from ..prompts import prompt_identity
+from ..prompts import derived_version, prompt_identity
 from ..recorder import Recorder
 from ..usage import from_provider_usage
 
@@ -181,7 +181,7 @@ class GeneratorLinks:
             metadata["session_id"] = span.session_id
         if span.user_id is not None:
             metadata["user_id"] = span.user_id
-        if span.prompt_version is not None and span.prompt_template is None:  # declared, not derived
+        if span.prompt_version is not None and not _derived(span):
             metadata["prompt_version"] = span.prompt_version
             if span.prompt_name is not None:
                 metadata["prompt_name"] = span.prompt_name
@@ -995,6 +995,12 @@ def _none(value: Any) -> None:
 
 def _query_bundle_text(value: Any) -> Any:
     return value.query_str
+
+
+def _derived(span: Any) -> bool:
+    """Whether the span's prompt version is its template's derived one (not declared)."""
+    t = span.prompt_template
+    return t is not None and bool(t.template_hash) and span.prompt_version == derived_version(t.template_hash)
 
 
 def _prompt_label(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..model import SpanRecord
+from ..model import SpanKind, SpanRecord
 from .bulk import BulkInserter
 from .schema import ensure_schema, make_engine
 from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, ScoreRow, SpanRow
@@ -212,14 +212,19 @@ class SQLExporter:
 
 def _prompt_version_rows(spans: Sequence[SpanRecord]) -> list[dict[str, Any]]:
     """One row per distinct (name, version, template hash) in the batch, sorted (stable lock
-    order in PG); ``template_hash = ''`` where no template was seen."""
+    order in PG). A span that rendered a template (or an LLM call a template fed) lists it; an
+    LLM call under a version that no seen template fed lists ``template_hash = ''``. Other spans
+    (the root, chains) list nothing: their version's templates are listed by the spans that
+    used them, so a declared version whose template is seen has no misleading '' row."""
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for s in spans:
         if not s.prompt_version:
             continue
         t = s.prompt_template
-        templated = t is not None and t.prompt_version == s.prompt_version and t.template_hash
-        key = (s.prompt_name or "", s.prompt_version, t.template_hash if templated else "")  # type: ignore[union-attr]
+        digest = t.template_hash if t is not None else None
+        if not digest and s.kind != SpanKind.LLM:
+            continue
+        key = (s.prompt_name or "", s.prompt_version, digest or "")
         seen = _utc(s.start_ns)
         row = rows.get(key)
         if row is None:
@@ -227,7 +232,7 @@ def _prompt_version_rows(spans: Sequence[SpanRecord]) -> list[dict[str, Any]]:
                 "prompt_name": key[0],
                 "prompt_version": key[1],
                 "template_hash": key[2],
-                "template": t.template if templated else None,  # type: ignore[union-attr]
+                "template": t.template if digest else None,  # type: ignore[union-attr]
                 "first_seen": seen,
                 "last_seen": seen,
             }
