@@ -379,7 +379,9 @@ def score_values(store: TraceStore, since: datetime) -> pd.DataFrame:
     sc = SCORES.c
     frame = _read(
         store,
-        sa.select(sc.trace_id, sc.name, sc.value).where(sc.created_at >= since, sc.value.is_not(None)),
+        sa.select(sc.trace_id, sc.name, sc.value).where(
+            sc.created_at >= since, sc.value.is_not(None), sc.superseded_at.is_(None)
+        ),
         [],
     )
     frame["trace_id"] = frame["trace_id"].astype(str)

@@ -374,7 +374,7 @@ class TraceStore:
     ) -> pd.DataFrame:
         """Score rows (judge, user feedback, rules), by creation time."""
         c = SCORES.c
-        query = sa.select(SCORES).where(*_time_filters(c.created_at, since, until))
+        query = sa.select(SCORES).where(*_time_filters(c.created_at, since, until), c.superseded_at.is_(None))
         query = _where_equal(query, (c.name, name), (c.source, source), (c.trace_id, trace_id))
         return self._frame(query.order_by(c.created_at), ("created_at",))
 
@@ -427,7 +427,7 @@ class TraceStore:
         c = SCORES.c
         query = (
             sa.select(c.trace_id, c.name, sa.func.avg(c.value).label("value"))
-            .where(c.value.is_not(None))
+            .where(c.value.is_not(None), c.superseded_at.is_(None))
             .group_by(c.trace_id, c.name)
         )
         if ids is not None:
