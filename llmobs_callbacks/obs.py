@@ -327,6 +327,8 @@ class LLMObs:
                 metrics=self.metrics,
                 pricer=pricer,
                 diagnostics=self.diagnostics,
+                engine=self.sql.engine,  # the judge's daily budget is read from the store
+                service=self.service,
             )
         self._handler: LangChainCallbackHandler | None = None
         self._llama_index: LlamaIndexInstrumentation | None = None
