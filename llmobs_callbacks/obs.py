@@ -327,6 +327,8 @@ class LLMObs:
                 metrics=self.metrics,
                 pricer=pricer,
                 diagnostics=self.diagnostics,
+                engine=self.sql.engine,  # the judge's daily budget is read from the store
+                service=self.service,
             )
         self._handler: LangChainCallbackHandler | None = None
         self._llama_index: LlamaIndexInstrumentation | None = None
@@ -439,6 +441,7 @@ class LLMObs:
         *,
         rating: str | None = None,
         span_id: object = None,
+        user_id: object = None,
     ) -> str:
         """Store user feedback on a trace as a ``scores`` row (``source='user'``); returns its id.
 
@@ -447,14 +450,18 @@ class LLMObs:
         for traces still running, stored ones, and unknown ids: those are stored with
         ``label='unknown_trace'``; otherwise ``label`` is the rating (``positive`` /
         ``negative`` / ``neutral`` for 0..1 scores, see ``scores.feedback_rating``), which is
-        also the ``rating`` label of ``llmobs_feedback_total``.
+        also the ``rating`` label of ``llmobs_feedback_total`` (it counts submissions).
+
+        ``user_id``: who rated. One score per (trace, user, name) counts: a user's later rating
+        replaces the earlier one, which stays in the table with ``superseded_at`` set. Without a
+        ``user_id`` every row counts. ``hash_user_ids`` / ``redact`` apply as to spans' user ids.
         """
         value = float(score)
         rating = rating or feedback_rating(value)
         known, prompt_version = in_flight(self.recorder, trace_id)
         # The recorder's clock: a replay's feedback lands at the replay's time, like its spans.
         created_at = _utc(self.recorder.clock())
-        row = feedback_row(trace_id, value, comment, name, rating, span_id, created_at=created_at)
+        row = feedback_row(trace_id, value, comment, name, rating, span_id, created_at, user_id)
         self.scores.submit(
             PendingScore(row, prompt_version, feedback_rating=rating, check_trace=True, in_flight=known)
         )

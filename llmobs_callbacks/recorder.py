@@ -101,6 +101,10 @@ class Recorder:
             if prompt_name is not None or prompt_version is not None or user_id is not None:
                 prompt_name, prompt_version = _text(prompt_name), _text(prompt_version)
                 user_id = _text(user_id)
+            if session_id is None:  # else conversation_id, else LangGraph's thread_id
+                session_id = get("conversation_id")
+                if session_id is None:
+                    session_id = get("thread_id")
             if session_id is not None:
                 session_id = _text(session_id)
         else:

@@ -490,19 +490,28 @@ class PrivacyFilter:
     # -- scores and logs ----------------------------------------------------------------------
 
     def score_row(self, row: dict[str, Any]) -> None:
-        """A ``scores`` row (user feedback, judge reasons, rules) before it is written."""
+        """A ``scores`` row (user feedback, judge reasons, rules) before it is written; its
+        ``user_id`` is treated as a span's (hashed, else redacted), so the two still join."""
+        user_done = False
         try:
+            user_id = row.get("user_id")
+            if isinstance(user_id, str):
+                if self._hash_key is not None:
+                    row["user_id"] = self.hash_user_id(user_id)
+                elif self.redactor is not None:
+                    row["user_id"] = self.redactor(user_id)
+            user_done = True
             comment = row.get("comment")
             if comment is not None:
                 if not self.capture_content:
                     row["comment"] = None  # free text from the user or a judge quoting the trace
                 elif self.redactor is not None:
                     row["comment"] = self.redactor(str(comment))
-            if self._hash_key is not None and isinstance(row.get("user_id"), str):
-                row["user_id"] = self.hash_user_id(row["user_id"])
         except Exception as exc:  # noqa: BLE001 - fail closed
             self._diag.handler_error("redact", exc)
             row["comment"] = None
+            if not user_done:
+                row["user_id"] = None  # never stored in clear; counted as anonymous feedback
 
     def log_text(self, text: str) -> str:
         """What a log line may say of an exception message."""

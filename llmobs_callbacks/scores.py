@@ -8,6 +8,10 @@ idempotently on ``id``; the Prometheus samples (``llmobs_quality_score``,
 User feedback is accepted for any trace id. When the trace is neither open nor recently
 ended in this process (``in flight``) nor stored, the row is still written, with
 ``label = 'unknown_trace'`` (the rating stays readable from ``value``).
+
+A user's feedback carries ``user_id``: the SQL writer keeps one current score per (trace, user,
+name) and marks the earlier ones ``superseded_at`` (see ``sinks.sql``). Feedback without a
+user cannot be told apart from another user's: every such row counts.
 """
 
 from __future__ import annotations
@@ -195,6 +199,7 @@ def feedback_row(
     label: str | None,
     span_id: object = None,
     created_at: datetime | None = None,
+    user_id: object = None,
 ) -> dict[str, Any]:
     return {
         "id": uuid.uuid4().hex,
@@ -208,6 +213,8 @@ def feedback_row(
         "judge_model": None,
         "cost_usd": None,
         "created_at": created_at or utcnow(),
+        "user_id": None if user_id is None else str(user_id),
+        "superseded_at": None,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from typing import Annotated, Literal
 
+import pytest
 from conftest import fetch
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
@@ -165,3 +166,136 @@ def test_prebuilt_react_agent_tool_loop(obs: LLMObs) -> None:
     assert node_names == ["agent", "agent", "tools"]
     decisions = _branches(obs.database_url)
     assert [(d[1], d[2]) for d in decisions] == [("agent", "__end__"), ("agent", "tools")]
+
+
+# -- sessions: thread_id, interrupts and resumes -------------------------------------------------
+
+
+def test_thread_id_becomes_every_spans_session_id(obs: LLMObs) -> None:
+    llm = chat(ai("hello", 5, 1), ai("hi", 5, 1), ai("hey", 5, 1))
+
+    def talk(s: State) -> State:
+        llm.invoke([HumanMessage("hi")])
+        return {"x": s["x"] + 1}
+
+    g = StateGraph(State)
+    g.add_node("talk", talk)
+    g.add_edge(START, "talk")
+    g.add_edge("talk", END)
+    app = g.compile(name="chat")
+    handler = obs.langchain_handler()
+    app.invoke({"x": 0}, config={"callbacks": [handler], "configurable": {"thread_id": "t-7"}})
+    # an explicit session_id (or conversation_id) in metadata wins over the thread
+    app.invoke(
+        {"x": 0},
+        config={
+            "callbacks": [handler],
+            "configurable": {"thread_id": "t-8"},
+            "metadata": {"session_id": "s-1"},
+        },
+    )
+    app.invoke(
+        {"x": 0},
+        config={
+            "callbacks": [handler],
+            "configurable": {"thread_id": "t-9"},
+            "metadata": {"conversation_id": "c-1"},
+        },
+    )
+    assert obs.flush()
+    spans = fetch(obs.database_url, "spans")
+    by_trace: dict[str, set] = {}
+    for r in spans:
+        by_trace.setdefault(r["trace_id"], set()).add((r["kind"], r["session_id"]))
+    assert sorted(sorted(kinds) for kinds in by_trace.values()) == sorted(
+        [[("chain", sid), ("graph_node", sid), ("llm", sid)] for sid in ("t-7", "s-1", "c-1")]
+    )
+
+
+class Review(TypedDict, total=False):
+    draft: str
+    verdict: str
+    note: str
+
+
+def _review_graph():
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import interrupt
+
+    def write(s: Review) -> Review:
+        return {"draft": "refund approved"}
+
+    def approve(s: Review) -> Review:
+        return {"verdict": interrupt({"question": f"send {s['draft']!r}?"})}
+
+    def annotate(s: Review) -> Review:
+        return {"note": interrupt("any note?")}
+
+    g = StateGraph(Review)
+    g.add_node("write", write)
+    g.add_node("approve", approve)
+    g.add_node("annotate", annotate)
+    g.add_edge(START, "write")
+    g.add_edge("write", "approve")
+    g.add_edge("approve", "annotate")
+    g.add_edge("annotate", END)
+    return g.compile(name="review", checkpointer=InMemorySaver())
+
+
+def test_a_resumed_run_names_the_interrupted_one(obs: LLMObs) -> None:
+    app = _review_graph()
+    config = {"callbacks": [obs.langchain_handler()], "configurable": {"thread_id": "ticket-42"}}
+    first = app.invoke({}, config=config)
+    assert "__interrupt__" in first  # LangGraph 1.x returns normally from an interrupt
+    second = app.invoke(Command(resume="yes"), config=config)
+    assert "__interrupt__" in second  # interrupted again, by the next node
+    assert app.invoke(Command(resume="none"), config=config) == {
+        "draft": "refund approved",
+        "verdict": "yes",
+        "note": "none",
+    }
+    plain = {"callbacks": [obs.langchain_handler()], "configurable": {"thread_id": "ticket-43"}}
+    _review_graph().invoke({}, config=plain)  # interrupted, never resumed
+    assert obs.flush()
+    spans = fetch(obs.database_url, "spans", order_by="start_time")
+    roots = [r for r in spans if r["parent_span_id"] is None]
+    assert [r["name"] for r in roots] == ["review"] * 4
+    assert all(r["status"] == "ok" for r in spans)  # an interrupt is not an error
+    links = [
+        (
+            r["session_id"],
+            r["attributes"].get("interrupted"),
+            r["attributes"].get("resumed"),
+            r["attributes"].get("resumed_from_trace_id"),
+        )
+        for r in roots
+    ]
+    t1, t2 = roots[0]["trace_id"], roots[1]["trace_id"]
+    assert links == [
+        ("ticket-42", True, None, None),
+        ("ticket-42", True, True, t1),
+        ("ticket-42", None, True, t2),
+        ("ticket-43", True, None, None),
+    ]
+    assert {r["session_id"] for r in spans} == {"ticket-42", "ticket-43"}
+
+
+def test_an_interrupt_raised_out_of_the_root_is_linked_too(obs: LLMObs) -> None:
+    """Older LangGraph versions raise GraphInterrupt out of the root run instead of returning."""
+    from langchain_core.runnables import RunnableLambda
+    from langgraph.errors import GraphInterrupt
+
+    def ask(_: object) -> str:
+        raise GraphInterrupt(())
+
+    config = {"callbacks": [obs.langchain_handler()], "metadata": {"session_id": "s-3"}}
+    with pytest.raises(GraphInterrupt):
+        RunnableLambda(ask, name="ask").invoke("draft", config=config)
+    resume = RunnableLambda(lambda command: command.resume, name="resume")
+    assert resume.invoke(Command(resume="ok"), config=config) == "ok"
+    assert obs.flush()
+    first, second = fetch(obs.database_url, "spans", order_by="start_time")
+    assert (first["name"], first["status"], first["error_type"]) == ("ask", "ok", "GraphInterrupt")
+    assert first["attributes"]["interrupted"] is True
+    assert second["attributes"]["resumed_from_trace_id"] == first["trace_id"]
+    assert first["session_id"] == second["session_id"] == "s-3"

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar, copy_context
 from dataclasses import replace
@@ -140,6 +143,8 @@ class LangChainCallbackHandler(BaseCallbackHandler):
         if recorder is None:
             return
         try:
+            if kwargs.get("parent_run_id") is None:
+                _root_ending(recorder, run_id, outputs)
             span = recorder.end(run_id, _shallow(outputs))
             if span is None or span.parent_span_id is None or not _may_route(outputs):
                 return
@@ -161,6 +166,10 @@ class LangChainCallbackHandler(BaseCallbackHandler):
     @_guarded
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         if self._recorder is not None:
+            if type(error).__name__ in _INTERRUPTS:
+                _interrupted(self._recorder, run_id)
+            if kwargs.get("parent_run_id") is None:
+                _root_ending(self._recorder, run_id, None)
             self._recorder.end(run_id, error=error)
 
     # -- LLMs and chat models ---------------------------------------------------------------
@@ -540,6 +549,79 @@ def _command_destinations(outputs: Any) -> list[str] | None:
         routes = _route_destinations(goto)
         names.extend(routes or ())
     return names or None
+
+
+# -- LangGraph interrupts and resumes ------------------------------------------------------------
+
+_INTERRUPTS = frozenset({"GraphInterrupt", "NodeInterrupt"})
+_MAX_INTERRUPTED_SESSIONS = 10_000
+
+
+class _Interrupted:
+    """Per recorder: the last interrupted root trace of each session (bounded, oldest out)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_session: OrderedDict[str, str] = OrderedDict()
+
+
+_INTERRUPTED: weakref.WeakKeyDictionary[Recorder, _Interrupted] = weakref.WeakKeyDictionary()
+_INTERRUPTED_LOCK = threading.Lock()
+
+
+def _interrupted_sessions(recorder: Recorder) -> _Interrupted:
+    state = _INTERRUPTED.get(recorder)
+    if state is None:
+        with _INTERRUPTED_LOCK:
+            state = _INTERRUPTED.setdefault(recorder, _Interrupted())
+    return state
+
+
+def _interrupted(recorder: Recorder, run_id: Any) -> None:
+    """A run raised LangGraph's interrupt: its trace's root (still open) is marked."""
+    span = recorder.get(run_id)
+    root = recorder.get(span.trace_id) if span is not None else None
+    if root is not None and root.parent_span_id is None:
+        if root.metadata is None:
+            root.metadata = {}
+        root.metadata["interrupted"] = True
+
+
+def _root_ending(recorder: Recorder, run_id: Any, outputs: Any) -> None:
+    """Before a root run ends: an interrupted graph run is remembered for its session; a run
+    resuming it (input ``Command(resume=...)``) gets ``resumed_from_trace_id`` naming it.
+
+    LangGraph 1.x returns normally from an interrupted run (the node raised ``GraphInterrupt``,
+    the result carries ``__interrupt__``); older versions raise it out of the root. The map is
+    in this process: a resume served by another process has ``resumed`` but no link."""
+    root = recorder.get(run_id)
+    if root is None or root.parent_span_id is not None:
+        return
+    metadata = root.metadata
+    interrupted = bool(metadata and metadata.get("interrupted")) or (
+        isinstance(outputs, dict) and "__interrupt__" in outputs
+    )
+    command = root.input
+    resumed = type(command).__name__ == "Command" and getattr(command, "resume", None) is not None
+    if not (interrupted or resumed):
+        return
+    if metadata is None:
+        metadata = root.metadata = {}
+    session = root.session_id
+    state = _interrupted_sessions(recorder)
+    with state.lock:
+        if resumed:
+            metadata["resumed"] = True
+            earlier = state.by_session.pop(session, None) if session is not None else None
+            if earlier is not None:
+                metadata["resumed_from_trace_id"] = earlier
+        if interrupted:
+            metadata["interrupted"] = True
+            if session is not None:
+                state.by_session[session] = str(root.trace_id)
+                state.by_session.move_to_end(session)
+                if len(state.by_session) > _MAX_INTERRUPTED_SESSIONS:
+                    state.by_session.popitem(last=False)
 
 
 def _template_text(serialized: dict[str, Any]) -> str | None:

@@ -1,6 +1,6 @@
 """Quality: sampled LLM-as-judge, rule scores (see ``llmobs_callbacks.scores`` for feedback)."""
 
-from .budget import DailyBudget
+from .budget import DEFAULT_UNPRICED_CALLS_PER_DAY, DailyBudget, JudgeBudget
 from .evaluator import Evaluation, Judge, JudgeTask, score_id
 from .rubric import BUILTIN_METRICS, Judgement, JudgeOutputError, Metric, MetricScore, Rubric, parse_judgement
 from .rules import RuleScore, rule_scores
@@ -8,9 +8,11 @@ from .sampler import Sampler, sample_fraction
 
 __all__ = [
     "BUILTIN_METRICS",
+    "DEFAULT_UNPRICED_CALLS_PER_DAY",
     "DailyBudget",
     "Evaluation",
     "Judge",
+    "JudgeBudget",
     "JudgeOutputError",
     "JudgeTask",
     "Judgement",

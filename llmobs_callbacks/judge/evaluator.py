@@ -27,13 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..model import STATUS_ERROR, SpanKind, SpanRecord
 from ..scores import SOURCE_JUDGE, SOURCE_RULE, PendingScore, utcnow
-from .budget import DailyBudget
+from .budget import JudgeBudget
 from .llm import call_llm, model_identity
 from .rubric import DEFAULT_METRICS, JudgeOutputError, Metric, MetricScore, Rubric
 from .rules import rule_scores
 from .sampler import Sampler
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from ..diagnostics import Diagnostics
     from ..pricing import Pricer
     from ..recorder import Recorder
@@ -178,8 +180,14 @@ class Judge:
         metrics: metric names (built in: faithfulness, relevance, completeness 1-5 and
             hallucination yes/no) or ``Metric`` objects for custom ones.
         rubric: a ``Rubric`` (custom template and metrics); wins over ``metrics``.
-        budget_usd_per_day: judge spend per UTC day (from the judge spans' cost); when spent,
-            sampled traces are skipped and counted as ``status="budget_exhausted"``.
+        budget_usd_per_day: judge spend per UTC day: the cost of today's judge spans in the
+            store (of this LLMObs's ``service``, else the whole store's), so restarts and worker
+            processes share it; when spent, sampled traces are skipped and counted as
+            ``status="budget_exhausted"``. See ``judge.budget``.
+        max_calls_per_day: judge calls per UTC day, counted the same way. A model whose replies
+            have no price cannot bind a USD budget: it is then limited to ``max_calls_per_day``
+            (default ``DEFAULT_UNPRICED_CALLS_PER_DAY`` = 1000), with a warning logged once.
+        budget_refresh_s: how often (at most) a worker reads today's judge spans from the store.
         error_sample_rate: rate for traces whose root failed (over-sampling errors).
         new_prompt_sample_rate / new_prompt_window_h: rate for prompt versions this process
             first saw less than ``new_prompt_window_h`` hours ago.
@@ -195,6 +203,8 @@ class Judge:
         metrics: Sequence[str | Metric] = DEFAULT_METRICS,
         rubric: Rubric | None = None,
         budget_usd_per_day: float | None = None,
+        max_calls_per_day: int | None = None,
+        budget_refresh_s: float = 5.0,
         error_sample_rate: float | None = None,
         new_prompt_sample_rate: float | None = None,
         new_prompt_window_h: float = 24.0,
@@ -202,7 +212,7 @@ class Judge:
         workers: int = 2,
         max_queue_size: int = 256,
         max_pending_traces: int = 10_000,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if llm is None and not rules:
             raise ValueError("a Judge needs an llm, or rules=True for rule scores only")
@@ -213,9 +223,16 @@ class Judge:
             error_sample_rate=error_sample_rate,
             new_prompt_sample_rate=new_prompt_sample_rate,
             new_prompt_window_h=new_prompt_window_h,
-            clock=clock,
+            clock=clock or time.time,
         )
-        self.budget = DailyBudget(budget_usd_per_day, clock=clock)
+        self._clock_given = clock is not None
+        self.budget = JudgeBudget(
+            budget_usd_per_day,
+            max_calls_per_day,
+            refresh_interval_s=budget_refresh_s,
+            clock=clock or time.time,
+        )
+        self.unpriced_calls = 0
         self.rules = rules
         self.counts: Counter[str] = Counter()  # evaluations by status, as in the metric
         self._counts_lock = threading.Lock()
@@ -238,11 +255,17 @@ class Judge:
         metrics: PrometheusExporter | None,
         pricer: Pricer | None,
         diagnostics: Diagnostics,
+        engine: Engine | None = None,
+        service: str | None = None,
     ) -> None:
         if self._recorder is not None and self._recorder is not recorder:
             raise RuntimeError("this Judge already belongs to another LLMObs")
         self._recorder, self._scores, self._metrics = recorder, scores, metrics
         self._pricer, self._diag = pricer, diagnostics
+        # Today's spend is read from the store; "today" is the day of the spans' own clock.
+        self.budget.bind_store(engine, service)
+        if not self._clock_given:
+            self.budget.clock = lambda: recorder.clock() / 1e9
 
     # -- SpanExporter (processor thread) ------------------------------------------------------
 
@@ -322,10 +345,17 @@ class Judge:
                 rows.append(PendingScore(row, task.prompt_version))
         result = Evaluation(task.trace_id, STATUS_OK, prompt_version=task.prompt_version)
         if self.llm is not None:
-            if self.budget.exhausted():
+            if not self.budget.admit():  # reads today's judge spend from the store when due
                 result.status = STATUS_BUDGET
             else:
-                result = self._judge(task)
+                try:
+                    result = self._judge(task)
+                except BaseException:
+                    self.budget.release()
+                    raise
+                self.budget.add(result.cost_usd, span_id=result.judge_span_id)
+                if result.cost_usd is None and result.status != STATUS_ERROR_:
+                    self._unpriced(result.judge_model)
                 n = len(result.scores)
                 for s in result.scores:
                     row = self._row(task, s.name, s.value, s.label, SOURCE_JUDGE, result.reason)
@@ -345,7 +375,27 @@ class Judge:
             "evaluations": counts,
             "pending": self.pending(),
             "spent_today_usd": self.budget.spent_today(),
+            "calls_today": self.budget.calls_today(),
+            "unpriced_calls": self.unpriced_calls,
         }
+
+    def _unpriced(self, model: str | None) -> None:
+        """A reply with no price: counted; warned once when a USD budget cannot bind."""
+        with self._counts_lock:
+            self.unpriced_calls += 1
+            first = not self.budget.unpriced
+            self.budget.unpriced = True
+        if self._diag is not None:
+            self._diag.event("judge_unpriced_calls")
+        if first and self.budget.limit_usd is not None:
+            logger.warning(
+                "llmobs judge: no price for judge model %r, so budget_usd_per_day=%s cannot bind; "
+                "judge calls are limited to %s per day instead (set Judge(max_calls_per_day=...), "
+                "or price it with LLMObs(price_overrides=...))",
+                model,
+                self.budget.limit_usd,
+                self.budget.call_cap,
+            )
 
     # -- worker -------------------------------------------------------------------------------
 
@@ -396,7 +446,6 @@ class Judge:
                 if price is not None:
                     span.cost_usd, span.price_source = price.cost_usd, price.source
                     result.cost_usd = price.cost_usd
-        self.budget.add(result.cost_usd)
         try:
             judgement = rubric.parse(reply.text)
         except JudgeOutputError as exc:

@@ -2,20 +2,25 @@
 
 Spans, documents and branch decisions are inserted with ``ON CONFLICT DO NOTHING`` on their
 primary keys, so replaying a batch is harmless; prompt versions are upserted so ``first_seen``
-/ ``last_seen`` stay true whichever process saw them first.
+/ ``last_seen`` stay true whichever process saw them first. User scores keep one current row
+per (trace, user, name): the earlier ones get ``superseded_at`` (``_write_scores``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ..model import SpanKind, SpanRecord
+from ..scores import SOURCE_USER
 from .bulk import BulkInserter
 from .schema import ensure_schema, make_engine
 from .tables import BranchDecisionRow, PromptVersionRow, RetrievedDocumentRow, ScoreRow, SpanRow
@@ -113,7 +118,7 @@ class SQLExporter:
             self._branches.insert(conn, rows.get("branch_decisions", ()))
             for row in rows.get("prompt_versions", ()):
                 conn.execute(self._upsert_prompt_version(), row)
-            self._scores.insert(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
+            self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
 
     def shutdown(self) -> None:
         self.engine.dispose()
@@ -124,7 +129,24 @@ class SQLExporter:
         """Insert ``scores`` rows; a row whose ``id`` exists is left alone (idempotent)."""
         if rows:
             with self.engine.begin() as conn:
-                self._scores.insert(conn, rows)
+                self._write_scores(conn, rows)
+
+    def _write_scores(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert, then keep one current user score per (trace, user, name), in the caller's
+        transaction: the newest row (``created_at``, then ``id``) has ``superseded_at`` NULL,
+        each older one the ``created_at`` of the row after it. Computed from every stored row
+        of the key, so rows arriving out of order (a spool replay) end up right too."""
+        if not rows:
+            return
+        keys = _user_score_keys(rows)
+        if keys and self.engine.dialect.name == "postgresql":
+            # Two writers rating the same key at once: the second waits for the first's commit,
+            # so its read below sees the first's row. Sorted: no lock-order deadlock.
+            for key in sorted(keys):
+                conn.execute(_ADVISORY_LOCK, {"key": _lock_key(key)})
+        self._scores.insert(conn, rows)
+        if keys:
+            _supersede(conn, keys)
 
     def known_traces(self, trace_ids: Sequence[str]) -> dict[str, str | None]:
         """The stored traces among ``trace_ids``, each with its root's prompt_version."""
@@ -207,6 +229,57 @@ class SQLExporter:
                     else_=_PROMPTS.c.last_seen,
                 ),
             },
+        )
+
+
+# -- user scores: one current per (trace, user, name) --------------------------------------------
+
+_ADVISORY_LOCK = sa.text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK_NAMESPACE = b"llmobs-user-score|"
+
+ScoreKey = tuple[str, str, str]  # trace_id, user_id, name
+
+
+def _user_score_keys(rows: Sequence[dict[str, Any]]) -> set[ScoreKey]:
+    return {
+        (r["trace_id"], r["user_id"], r["name"])
+        for r in rows
+        if r.get("user_id") is not None and r.get("source") == SOURCE_USER
+    }
+
+
+def _lock_key(key: ScoreKey) -> int:
+    """A signed 64-bit advisory lock id for one key (stable across processes)."""
+    digest = hashlib.sha256(_LOCK_NAMESPACE + "\x1f".join(key).encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _supersede(conn: Connection, keys: set[ScoreKey]) -> None:
+    c = _SCORES.c
+    history: dict[ScoreKey, list[Any]] = defaultdict(list)
+    trace_ids = sorted({k[0] for k in keys})
+    for i in range(0, len(trace_ids), 500):
+        query = sa.select(c.trace_id, c.user_id, c.name, c.created_at, c.id, c.superseded_at).where(
+            c.trace_id.in_(trace_ids[i : i + 500]), c.source == SOURCE_USER, c.user_id.is_not(None)
+        )
+        for row in conn.execute(query):
+            key = (row.trace_id, row.user_id, row.name)
+            if key in keys:
+                history[key].append(row)
+    updates: list[dict[str, Any]] = []
+    for rows in history.values():
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        for older, newer in itertools.pairwise(rows):
+            if older.superseded_at != newer.created_at:
+                updates.append({"score_id": older.id, "until": newer.created_at})
+        if rows[-1].superseded_at is not None:  # the row that superseded it is gone (deleted)
+            updates.append({"score_id": rows[-1].id, "until": None})
+    if updates:
+        conn.execute(
+            sa.update(_SCORES)
+            .where(c.id == sa.bindparam("score_id"))
+            .values(superseded_at=sa.bindparam("until")),
+            updates,
         )
 
 
