@@ -21,6 +21,7 @@ through these queries.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -273,4 +274,148 @@ def spend_query(since: Any = None, until: Any = None, *, include_internal: bool 
     )
     if not include_internal:
         query = query.where(user_facing(c.internal))
+    return query
+
+
+# -- browsing: lists of traces and sessions (``llmobs traces`` / ``sessions``, the UI) ------------
+
+TRACE_SORTS = ("time", "latency", "cost", "tokens")
+
+
+@dataclass(frozen=True)
+class TraceFilter:
+    """What a list of requests is narrowed to; every field is optional (None: no filter).
+
+    ``search`` finds a text (case-insensitive) in any span's input, output or error message of
+    the trace; ``min_cost`` / ``min_latency_ms`` keep requests at or above those values.
+    """
+
+    since: Any = None
+    until: Any = None
+    prompt_version: str | Sequence[str] | None = None
+    model: str | Sequence[str] | None = None
+    status: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    name: str | None = None
+    min_cost: float | None = None
+    min_latency_ms: float | None = None
+    search: str | None = None
+    include_internal: bool = False
+
+
+def trace_list_query(
+    where: TraceFilter = TraceFilter(),
+    *,
+    sort: str = "time",
+    descending: bool = True,
+    limit: int | None = 50,
+    offset: int = 0,
+) -> sa.Select:
+    """A page of requests matching ``where`` (the columns of ``requests_query``), newest first
+    by default; ``sort`` is one of ``TRACE_SORTS``."""
+    if sort not in TRACE_SORTS:
+        raise ValueError(f"sort must be one of: {', '.join(TRACE_SORTS)}")
+    query = requests_query(
+        where.since,
+        where.until,
+        where.name,
+        where.status,
+        where.session_id,
+        where.user_id,
+        where.prompt_version,
+        where.model,
+        include_internal=where.include_internal,
+    )
+    selected = query.selected_columns
+    if where.min_cost is not None:
+        query = query.where(selected.cost_usd >= where.min_cost)
+    if where.min_latency_ms is not None:
+        query = query.where(selected.latency_ms >= where.min_latency_ms)
+    if where.search:
+        s = SPANS.alias("found").c
+        text = where.search
+        matches = sa.or_(
+            s.input.icontains(text, autoescape=True),
+            s.output.icontains(text, autoescape=True),
+            s.error_message.icontains(text, autoescape=True),
+        )
+        query = query.where(sa.exists().where(s.trace_id == selected.trace_id, matches))
+    key = {
+        "time": selected.start_time,
+        "latency": selected.latency_ms,
+        "cost": selected.cost_usd,
+        "tokens": selected.tokens,
+    }[sort]
+    order = key.desc() if descending else key.asc()
+    if sort != "time":  # NULLs last, then newest first among equals
+        order = order.nulls_last()
+    query = query.order_by(None).order_by(order, selected.start_time.desc(), selected.trace_id)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return query
+
+
+def trace_ids_with_prefix(prefix: str, limit: int = 11) -> sa.Select:
+    """Distinct trace ids starting with ``prefix`` (a range on the trace-id index, then an exact
+    prefix test), at most ``limit``."""
+    c = SPANS.c
+    query = sa.select(c.trace_id).where(c.trace_id >= prefix, c.trace_id.startswith(prefix, autoescape=True))
+    return query.distinct().order_by(c.trace_id).limit(limit)
+
+
+def sessions_query(
+    since: Any = None,
+    until: Any = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    *,
+    include_internal: bool = False,
+    limit: int | None = 50,
+    offset: int = 0,
+) -> sa.Select:
+    """One row per session (requests with a ``session_id``) active in the window, most recently
+    active first: ``session_id``, ``requests``, ``errors``, ``first_seen``, ``last_seen``,
+    ``cost_usd``, ``tokens``, ``user_id`` (one of its users), ``feedback`` (mean current user
+    score) and ``feedback_count``."""
+    requests = requests_query(
+        since, until, session_id=session_id, user_id=user_id, include_internal=include_internal
+    )
+    requests = requests.where(requests.selected_columns.session_id.is_not(None))
+    r = requests.order_by(None).subquery("requests")
+    sc = SCORES.c
+    feedback = (
+        sa.select(
+            sc.trace_id,
+            sa.func.avg(sc.value).label("value"),
+            sa.func.count().label("n"),
+        )
+        .where(sc.source == "user", sc.value.is_not(None), current_score())
+        .group_by(sc.trace_id)
+        .subquery("feedback")
+    )
+    last_seen = sa.func.max(r.c.start_time)
+    query = (
+        sa.select(
+            r.c.session_id,
+            sa.func.count().label("requests"),
+            sa.func.sum(sa.case((r.c.status == "error", 1), else_=0)).label("errors"),
+            sa.func.min(r.c.start_time).label("first_seen"),
+            last_seen.label("last_seen"),
+            sa.func.sum(r.c.cost_usd).label("cost_usd"),
+            sa.func.sum(r.c.tokens).label("tokens"),
+            sa.func.max(r.c.user_id).label("user_id"),
+            (sa.func.sum(feedback.c.value * feedback.c.n) / sa.func.sum(feedback.c.n)).label("feedback"),
+            sa.func.coalesce(sa.func.sum(feedback.c.n), 0).label("feedback_count"),
+        )
+        .select_from(r.outerjoin(feedback, feedback.c.trace_id == r.c.trace_id))
+        .group_by(r.c.session_id)
+        .order_by(last_seen.desc(), r.c.session_id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
     return query

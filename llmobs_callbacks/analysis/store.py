@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,16 @@ from .queries import (
     BRANCHES,
     DOCS,
     SPANS,
+    TraceFilter,
     requests_query,
     roots_query,
     score_means_query,
     scores_query,
+    sessions_query,
     spend_query,
     time_range,
+    trace_ids_with_prefix,
+    trace_list_query,
     user_facing,
     where_equal,
 )
@@ -278,12 +283,7 @@ class TraceStore:
             trace_id,
             include_internal=include_internal,
         )
-        frame = self._frame(query, ("start_time",))
-        for col in ("input_tokens", "output_tokens", "tokens", "llm_calls", "unpriced_calls"):
-            frame[col] = frame[col].astype("int64")
-        for col in ("latency_ms", "ttft_ms", "cost_usd"):
-            frame[col] = frame[col].astype("float64")
-        frame["internal"] = frame["internal"].astype("boolean").fillna(False).astype(bool)
+        frame = self._typed_requests(self._frame(query, ("start_time",)))
         if scores and len(frame):
             # Scores of the traces in the window (the cheap root-level filters in SQL; the left
             # merge keeps only the rows the version / model filters kept).
@@ -306,6 +306,87 @@ class TraceStore:
         wide = long.pivot(index="trace_id", columns="name", values="value").astype("float64")
         wide.columns = [f"score_{n}" for n in wide.columns]
         return wide.reset_index()
+
+    def find_traces(
+        self,
+        where: TraceFilter | None = None,
+        *,
+        sort: str = "time",
+        descending: bool = True,
+        limit: int | None = 50,
+        offset: int = 0,
+        **filters: Any,
+    ) -> pd.DataFrame:
+        """A page of requests, newest first (or by ``sort``: ``latency``, ``cost``, ``tokens``),
+        with the columns of :meth:`traces` (no scores). Filters are a ``queries.TraceFilter`` or
+        its fields as keywords: ``since``, ``until``, ``prompt_version``, ``model``, ``status``,
+        ``session_id``, ``user_id``, ``name``, ``min_cost``, ``min_latency_ms``, ``search`` (text
+        in any span's input, output or error), ``include_internal``."""
+        where = replace(where or TraceFilter(), **filters)
+        query = trace_list_query(where, sort=sort, descending=descending, limit=limit, offset=offset)
+        return self._typed_requests(self._frame(query, ("start_time",)))
+
+    def resolve_trace_id(self, prefix: str) -> str:
+        """The one stored trace id starting with ``prefix``; ``KeyError`` when none does,
+        ``ValueError`` naming the candidates when several do."""
+        prefix = str(prefix).strip()
+        if not prefix:
+            raise KeyError("an empty trace id")
+        with self.engine.connect() as conn:
+            found = [row[0] for row in conn.execute(trace_ids_with_prefix(prefix))]
+        if prefix in found:
+            return prefix
+        if not found:
+            raise KeyError(f"no trace id starts with {prefix!r}")
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+            raise ValueError(f"trace id prefix {prefix!r} is ambiguous: {shown}")
+        return found[0]
+
+    def sessions(
+        self,
+        since: Any = None,
+        until: Any = None,
+        user_id: str | None = None,
+        *,
+        include_internal: bool = False,
+        limit: int | None = 50,
+        offset: int = 0,
+    ) -> pd.DataFrame:
+        """Sessions active in the window, most recent first: ``session_id``, ``requests``,
+        ``errors``, ``first_seen``, ``last_seen``, ``cost_usd``, ``tokens``, ``user_id``,
+        ``feedback`` (mean current user score) and ``feedback_count``."""
+        query = sessions_query(
+            since, until, user_id, include_internal=include_internal, limit=limit, offset=offset
+        )
+        frame = self._frame(query, ("first_seen", "last_seen"))
+        for col in ("requests", "errors", "tokens", "feedback_count"):
+            frame[col] = frame[col].astype("int64")
+        for col in ("cost_usd", "feedback"):
+            frame[col] = frame[col].astype("float64")
+        return frame
+
+    def session(self, session_id: str, include_internal: bool = False) -> pd.DataFrame:
+        """One conversation turn by turn (oldest first): each request with its root's ``input``
+        and ``output`` texts, latency, tokens, cost, status and ``score_<name>`` means."""
+        frame = self.traces(session_id=session_id, include_internal=include_internal)
+        if frame.empty:
+            return frame.assign(input=_empty_text(frame), output=_empty_text(frame))
+        c = SPANS.c
+        texts = self._frame(
+            sa.select(c.trace_id, c.input, c.output).where(
+                c.parent_span_id.is_(None), c.session_id == session_id
+            )
+        )
+        return frame.merge(texts, on="trace_id", how="left")
+
+    def _typed_requests(self, frame: pd.DataFrame) -> pd.DataFrame:
+        for col in ("input_tokens", "output_tokens", "tokens", "llm_calls", "unpriced_calls"):
+            frame[col] = frame[col].astype("int64")
+        for col in ("latency_ms", "ttft_ms", "cost_usd"):
+            frame[col] = frame[col].astype("float64")
+        frame["internal"] = frame["internal"].astype("boolean").fillna(False).astype(bool)
+        return frame
 
     def trace(self, trace_id: str) -> TraceTree:
         """One trace as a tree (text ``repr``; an HTML waterfall in Jupyter)."""
@@ -558,6 +639,11 @@ class TraceStore:
         from .plots import Plots
 
         return Plots(self)
+
+
+def _empty_text(frame: Any) -> Any:
+    """An empty object column aligned with ``frame`` (no rows)."""
+    return _pandas().Series([], index=frame.index, dtype=object)
 
 
 def _json_column(series: Any) -> Any:
