@@ -1,23 +1,40 @@
-"""Matplotlib figures over a ``TraceStore`` (``Figure`` objects: no pyplot, no display needed)."""
+"""Matplotlib figures over a ``TraceStore``: no pyplot, no display needed, shown inline in notebooks."""
 
 from __future__ import annotations
 
+import io
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pragma: no cover
+try:
     from matplotlib.figure import Figure
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("plots need matplotlib: pip install 'llmobs-callbacks[analysis]'") from exc
 
+if TYPE_CHECKING:  # pragma: no cover
     from .store import TraceStore
 
 
-def _figure(**kwargs: Any) -> Figure:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("plots need matplotlib: pip install 'llmobs-callbacks[analysis]'") from exc
-    # A bare Figure renders with the Agg canvas on savefig and shows inline in Jupyter,
-    # whatever backend pyplot would pick: it works headless.
-    return Figure(figsize=kwargs.pop("figsize", (8, 3.5)), layout="constrained", **kwargs)
+class InlineFigure(Figure):
+    """A matplotlib ``Figure`` that shows itself in Jupyter, JupyterLab and VS Code.
+
+    A bare ``Figure`` made without pyplot has no rich representation: IPython prints
+    ``<Figure size 800x350 with 1 Axes>`` unless the inline backend happens to have registered
+    its formatter. IPython's display formatter asks an object for ``_repr_png_``, so this one
+    renders whatever backend is active (inline, Agg, none). It is still a ``Figure``:
+    ``savefig``, ``axes`` and the rest work as usual. When the inline backend has registered
+    a formatter for ``Figure`` (``%matplotlib inline``), IPython uses that one instead, with
+    the user's ``figure_formats``; either way the picture appears once.
+    """
+
+    def _repr_png_(self) -> bytes:
+        # savefig draws with the Agg canvas for PNG whatever canvas the figure has: works headless.
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+
+def _figure(**kwargs: Any) -> InlineFigure:
+    return InlineFigure(figsize=kwargs.pop("figsize", (8, 3.5)), layout="constrained", **kwargs)
 
 
 class Plots:
@@ -31,7 +48,7 @@ class Plots:
         q: float = 0.95,
         since: Any = None,
         until: Any = None,
-    ) -> Figure:
+    ) -> InlineFigure:
         """The ``q`` quantile of request latency per ``freq`` bucket, one line per ``by`` group."""
         traces = self._store.traces(since=since, until=until, scores=False)
         key = {"root": "name"}.get(by, by)
@@ -51,7 +68,7 @@ class Plots:
 
     def cost(
         self, by: str | None = "model", freq: str = "1h", since: Any = None, until: Any = None
-    ) -> Figure:
+    ) -> InlineFigure:
         """LLM spend per ``freq`` bucket, stacked by ``by``."""
         table = self._store.cost(by=by, freq=freq, since=since, until=until)
         fig = _figure()
@@ -67,7 +84,7 @@ class Plots:
         ax.set_ylabel("USD")
         return fig
 
-    def tokens_by_version(self, since: Any = None, until: Any = None) -> Figure:
+    def tokens_by_version(self, since: Any = None, until: Any = None) -> InlineFigure:
         """Mean input and output tokens per request, per prompt version."""
         summary = self._store.summary(by="prompt_version", since=since, until=until)
         fig = _figure()
