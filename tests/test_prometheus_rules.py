@@ -29,7 +29,7 @@ from llmobs_callbacks.sinks import metric_names as names
 
 
 def test_shipped_assets_are_the_generated_defaults() -> None:
-    # Regenerate with `python -m llmobs_callbacks.dashboards` after changing dashboards.py.
+    # Regenerate with `python -m llmobs_callbacks.dashboards` after changing llmobs_callbacks/dashboards/.
     assert asset_path(DASHBOARD_FILE).read_text(encoding="utf-8") == dashboard_json()
     assert asset_path(ALERTS_FILE).read_text(encoding="utf-8") == alerts_yaml()
     assert yaml.safe_load(asset_path(ALERTS_FILE).read_text(encoding="utf-8")) == alert_rules()

@@ -2,7 +2,7 @@
 
 The names are a public contract (the README's metrics table, DESIGN.md): the exporter
 (``sinks/prometheus.py``), the spool and store collector (``sinks/durable.py``), the budget
-gauges (``budget.py``), the Grafana dashboard and the alert rules (``dashboards.py``) all take
+gauges (``budget.py``), the Grafana dashboard and the alert rules (``dashboards/``) all take
 them from here. They are written as PromQL sees them: counters end in ``_total`` (prometheus-client
 registers a counter family without the suffix, see :func:`family`); a histogram's series are
 ``<name>_bucket``, ``_sum`` and ``_count``.

@@ -20,6 +20,9 @@ Conventions (documented in the README):
   ``rate(..._bucket{le="0"}) / rate(..._count)``.
 - Exemplars ``{trace_id}`` on LLM and trace durations, cost and quality scores; they appear in
   the OpenMetrics exposition only (Prometheus asks for it by default).
+  ``metric_names.EXEMPLAR_SERIES`` lists the series, for the dashboard.
+- ``llmobs_info{service, environment}`` is 1 for each ``LLMObs`` of the process: the
+  dashboard's service and environment variables select processes (job, instance) through it.
 """
 
 from __future__ import annotations
