@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily
 
 from .model import SpanRecord
+from .sinks import metric_names as names
 
 if TYPE_CHECKING:  # pragma: no cover
     from prometheus_client import CollectorRegistry
@@ -224,9 +225,9 @@ class _BudgetCollector:
         return []
 
     def collect(self) -> Iterable[Any]:
-        budget = GaugeMetricFamily("llmobs_budget_usd", "Spend budget in USD per period.", labels=["period"])
+        budget = GaugeMetricFamily(names.BUDGET, "Spend budget in USD per period.", labels=["period"])
         spend = GaugeMetricFamily(
-            "llmobs_budget_spend_usd", "Spend in USD so far in the current budget period.", labels=["period"]
+            names.BUDGET_SPEND, "Spend in USD so far in the current budget period.", labels=["period"]
         )
         seen: set[str] = set()
         for tracker in list(self._trackers):

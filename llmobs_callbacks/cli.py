@@ -206,6 +206,7 @@ THRESHOLD_FLAGS = [
     ("tool_failure_rate", "--tool-failure-rate", "fraction"),
     ("hallucination_rate", "--hallucination-rate", "fraction"),
     ("min_faithfulness", "--min-faithfulness", "1-5 scale"),
+    ("min_requests", "--min-requests", "events in a rate rule's window and group before it counts"),
     ("pending", "--for", "alert pending duration"),
     ("selector", "--selector", "extra label matchers for every metric, e.g. 'job=\"support-bot\"'"),
 ]
@@ -512,8 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write Prometheus alerting rules (YAML) for the metrics",
         description="Write Prometheus alerting rules (p99 latency, error rate, cost budget and spikes, "
         "tokens per request, branch mix, tool failures, hallucination rate, faithfulness, dropped "
-        "spans). Check them with `promtool check rules FILE`. The rules read Prometheus, not the "
-        "store: --database-url is accepted for uniformity and not used.",
+        "spans, store availability and write failures). Check them with `promtool check rules FILE`. "
+        "The rules read Prometheus, not the store: --database-url is accepted for uniformity and not used.",
     )
     _add_db(alerts)
     alerts.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")

@@ -269,6 +269,8 @@ class LLMObs:
                 None if prometheus_registry is True else prometheus_registry,
                 label_limit=prometheus_label_limit,
                 diagnostics=self.diagnostics,
+                service=self.service,  # llmobs_info{service, environment}
+                environment=self.environment,
             )
         self._metrics_servers: list[MetricsServer] = []
         if self.metrics is not None:

@@ -86,8 +86,9 @@ class RouteState(TypedDict, total=False):
     answer: str
 
 
-def support_graph() -> Any:
-    """A LangGraph app routing ``refund`` questions to one node and the rest to another."""
+def support_graph(name: str = "support") -> Any:
+    """A LangGraph app routing ``refund`` questions to one node and the rest to another (the
+    node names are the same whatever ``name``: graphs are told apart by the ``graph`` label)."""
 
     def classify(s: RouteState) -> RouteState:
         return {}
@@ -103,7 +104,7 @@ def support_graph() -> Any:
     g.add_conditional_edges("classify", route, ["refunds", "general"])
     g.add_edge("refunds", END)
     g.add_edge("general", END)
-    return g.compile(name="support")
+    return g.compile(name=name)
 
 
 def rag_chain(llm: Any, retriever: BaseRetriever) -> Any:

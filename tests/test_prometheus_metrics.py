@@ -19,6 +19,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from llmobs_callbacks import LLMObs
 from llmobs_callbacks.labels import OTHER, LabelLimiter, normalize_model_name
 from llmobs_callbacks.model import SpanKind, SpanRecord, TokenUsage
+from llmobs_callbacks.sinks import metric_names as names
 from llmobs_callbacks.sinks.prometheus import (
     DOCUMENT_BUCKETS,
     DURATION_BUCKETS,
@@ -435,7 +436,8 @@ def test_serve_metrics_http_openmetrics_and_stopped_by_shutdown(
 def test_every_metric_of_the_design_table_with_its_type_and_labels(
     sqlite_url: str, reg: CollectorRegistry
 ) -> None:
-    """DESIGN.md's table is a promise: names, types and label names, after real traffic."""
+    """DESIGN.md's table is a promise: names, types and label names, after real traffic; and the
+    registered families are exactly those of ``metric_names`` (which the dashboard and rules use)."""
     contract = {
         "llmobs_llm_requests": ("counter", {"model", "provider", "prompt_version", "status"}),
         "llmobs_llm_tokens": ("counter", {"model", "provider", "prompt_version", "type"}),
@@ -464,12 +466,22 @@ def test_every_metric_of_the_design_table_with_its_type_and_labels(
         "llmobs_store_write_failures": ("counter", set()),
         "llmobs_store_outages": ("counter", set()),
         "llmobs_store_available": ("gauge", set()),
+        # beyond the table: who reports (per process), and budgets (with budget_usd=...)
+        "llmobs_info": ("gauge", {"service", "environment"}),
+        "llmobs_budget_usd": ("gauge", {"period"}),
+        "llmobs_budget_spend_usd": ("gauge", {"period"}),
     }
-    with LLMObs(sqlite_url, prometheus_registry=reg) as obs:
+    with LLMObs(sqlite_url, prometheus_registry=reg, budget_usd={"day": 50.0}) as obs:
         run_traffic(obs)
         assert obs.flush()
         families = {f.name: f for f in reg.collect()}
-        assert set(families) == set(contract)
+        assert set(families) == set(contract) == {names.family(n) for n in names.ALL}
+        kinds = {
+            **{names.family(n): "counter" for n in names.COUNTERS},
+            **{n: "histogram" for n in names.HISTOGRAMS},
+            **{n: "gauge" for n in names.GAUGES},
+        }
+        assert {name: kind for name, (kind, _) in contract.items()} == kinds
         for name, (kind, labels) in contract.items():
             family = families[name]
             assert family.type == kind, name
@@ -477,3 +489,38 @@ def test_every_metric_of_the_design_table_with_its_type_and_labels(
             for sample in family.samples:
                 assert set(sample.labels) - {"le"} == labels, (name, sample)
     assert label_values(reg, "llmobs_llm_tokens_total", "type") == {"input", "output", "cached_input"}
+
+
+def test_exemplars_ride_on_exactly_the_series_metric_names_lists(
+    sqlite_url: str, reg: CollectorRegistry
+) -> None:
+    """The dashboard asks Grafana for exemplars where ``EXEMPLAR_SERIES`` says they are."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    with LLMObs(sqlite_url, prometheus_registry=reg) as obs:
+        traces = set(run_traffic(obs))
+        assert obs.flush()
+        text = generate_openmetrics(reg).decode()
+    with_exemplars = {
+        s.name: s.exemplar.labels["trace_id"]
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.exemplar is not None
+    }
+    assert set(with_exemplars) == set(names.EXEMPLAR_SERIES)
+    assert set(with_exemplars.values()) <= traces
+
+
+def test_info_names_the_service_and_environment_of_each_llmobs(
+    sqlite_url: str, reg: CollectorRegistry, monkeypatch
+) -> None:
+    monkeypatch.delenv("LLMOBS_SERVICE", raising=False)
+    monkeypatch.delenv("LLMOBS_ENVIRONMENT", raising=False)
+    with LLMObs(sqlite_url, prometheus_registry=reg, service="support-bot", environment="prod"):
+        pass
+    with LLMObs(sqlite_url, prometheus_registry=reg):  # a second instance on the same registry
+        pass
+    assert samples(reg, "llmobs_info") == {
+        frozenset({"service": "support-bot", "environment": "prod"}.items()): 1.0,
+        frozenset({"service": "none", "environment": "none"}.items()): 1.0,
+    }

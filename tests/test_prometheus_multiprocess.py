@@ -119,7 +119,7 @@ def test_several_processes_aggregate_and_serve_metrics_sidecar(tmp_path: Path) -
     metrics_dir.mkdir()
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests=str(TESTS)))
-    env = _env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    env = _env(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), LLMOBS_SERVICE="bot", LLMOBS_ENVIRONMENT="staging")
     runs = [("2", "plain"), ("3", "plain"), ("4", "fork")]  # the fork run is 2 workers
     procs = [
         subprocess.Popen(
@@ -151,6 +151,9 @@ def test_several_processes_aggregate_and_serve_metrics_sidecar(tmp_path: Path) -
         registry.get_sample_value("llmobs_traces_total", {"root": "UsageFakeChatModel", "status": "ok"})
         == calls
     )
+    # the one gauge: 1 (max over the workers, living or not), so no mark_process_dead hook is needed
+    info = {"service": "bot", "environment": "staging"}
+    assert registry.get_sample_value("llmobs_info", info) == 1
     # Diagnostics reach the files from the processor thread (no scrape-time hook across processes)
     assert (
         registry.get_sample_value("llmobs_handler_errors_total", {"reason": "end_of_unknown_run"})
@@ -164,6 +167,7 @@ def test_several_processes_aggregate_and_serve_metrics_sidecar(tmp_path: Path) -
     finally:
         _stop(proc)
     assert scraped[("llmobs_llm_requests_total", frozenset({**LABELS, "status": "ok"}.items()))] == calls
+    assert scraped[("llmobs_info", frozenset(info.items()))] == 1
     assert scraped[("llmobs_llm_cost_usd_total", frozenset(LABELS.items()))] == pytest.approx(
         CALL_COST * calls
     )
@@ -184,6 +188,7 @@ NOT_IN_STORE = (
     "llmobs_store_write_failures",
     "llmobs_store_outages",
     "llmobs_store_available",
+    "llmobs_info",  # the reporting process's service and environment
 )
 
 

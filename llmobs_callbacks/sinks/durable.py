@@ -42,6 +42,7 @@ import sqlalchemy as sa
 
 from ..diagnostics import Diagnostics
 from ..model import SpanRecord
+from . import metric_names as names
 from .schema import ensure_schema
 from .sql import SQLExporter
 from .tables import TABLES
@@ -638,28 +639,28 @@ class SpoolMetrics:
             down += 0 if exporter._available else 1
         for name, key, doc in (
             (
-                "llmobs_spool_spans_written",
+                names.SPOOL_SPANS_WRITTEN,
                 "spooled_spans",
                 "Spans written to the local spool (database down).",
             ),
             (
-                "llmobs_spool_spans_replayed",
+                names.SPOOL_SPANS_REPLAYED,
                 "replayed_spans",
                 "Spooled spans stored after the database came back.",
             ),
             (
-                "llmobs_store_write_failures",
+                names.STORE_WRITE_FAILURES,
                 "write_failures",
                 "Failed attempts to write a batch to the database.",
             ),
-            ("llmobs_store_outages", "outages", "Times the database became unavailable to the writer."),
+            (names.STORE_OUTAGES, "outages", "Times the database became unavailable to the writer."),
         ):
             yield CounterMetricFamily(name, doc, value=totals.get(key, 0))
         yield GaugeMetricFamily(
-            "llmobs_spool_pending_spans", "Spans in the spool, not yet stored.", value=pending
+            names.SPOOL_PENDING_SPANS, "Spans in the spool, not yet stored.", value=pending
         )
         yield GaugeMetricFamily(
-            "llmobs_store_available",
+            names.STORE_AVAILABLE,
             "1 when every writer of this process can reach its database.",
             value=int(not down),
         )

@@ -20,6 +20,9 @@ Conventions (documented in the README):
   ``rate(..._bucket{le="0"}) / rate(..._count)``.
 - Exemplars ``{trace_id}`` on LLM and trace durations, cost and quality scores; they appear in
   the OpenMetrics exposition only (Prometheus asks for it by default).
+  ``metric_names.EXEMPLAR_SERIES`` lists the series, for the dashboard.
+- ``llmobs_info{service, environment}`` is 1 for each ``LLMObs`` of the process: the
+  dashboard's service and environment variables select processes (job, instance) through it.
 """
 
 from __future__ import annotations
@@ -32,17 +35,16 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _prom_values
 from prometheus_client.samples import Exemplar
 
 from ..diagnostics import Diagnostics
 from ..labels import DEFAULT_LABEL_LIMIT, OTHER, LabelLimiter, normalize_model_name
 from ..model import STATUS_ERROR, SpanKind, SpanRecord
+from . import metric_names as names
 
 logger = logging.getLogger(__name__)
-
-PREFIX = "llmobs_"
 
 # OpenTelemetry GenAI semantic conventions, ExplicitBucketBoundaries.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -94,66 +96,76 @@ class LLMObsMetrics:
         registry.register(_DiagnosticsSync(self))
 
         def counter(name: str, doc: str, labelnames: Sequence[str]) -> Counter:
-            return Counter(PREFIX + name, doc, labelnames, registry=registry)
+            return Counter(name, doc, labelnames, registry=registry)
 
         def histogram(name: str, doc: str, labelnames: Sequence[str], buckets: Sequence[float]) -> Histogram:
-            return Histogram(PREFIX + name, doc, labelnames, registry=registry, buckets=buckets)
+            return Histogram(name, doc, labelnames, registry=registry, buckets=buckets)
 
         llm = ("model", "provider", "prompt_version")
-        self.llm_requests = counter("llm_requests_total", "LLM calls.", (*llm, "status"))
+        self.llm_requests = counter(names.LLM_REQUESTS, "LLM calls.", (*llm, "status"))
         self.llm_tokens = counter(
-            "llm_tokens_total",
+            names.LLM_TOKENS,
             "Tokens of LLM calls; input includes cached_input, output includes reasoning.",
             (*llm, "type"),
         )
         self.llm_token_usage = histogram(
-            "llm_token_usage",
+            names.LLM_TOKEN_USAGE,
             "Input and output tokens per LLM call (OpenTelemetry gen_ai.client.token.usage).",
             ("model", "provider", "type"),
             TOKEN_BUCKETS,
         )
-        self.llm_cost = counter("llm_cost_usd_total", "Cost of LLM calls in USD.", llm)
+        self.llm_cost = counter(names.LLM_COST, "Cost of LLM calls in USD.", llm)
         self.llm_unpriced = counter(
-            "llm_unpriced_requests_total", "LLM calls with usage but no known price (cost NULL).", ("model",)
+            names.LLM_UNPRICED, "LLM calls with usage but no known price (cost NULL).", ("model",)
         )
-        self.llm_duration = histogram("llm_duration_seconds", "Duration of LLM calls.", llm, DURATION_BUCKETS)
+        self.llm_duration = histogram(names.LLM_DURATION, "Duration of LLM calls.", llm, DURATION_BUCKETS)
         self.llm_ttft = histogram(
-            "llm_time_to_first_token_seconds",
+            names.LLM_TTFT,
             "Time to the first streamed token of LLM calls.",
             ("model", "provider"),
             DURATION_BUCKETS,
         )
-        self.tool_calls = counter("tool_calls_total", "Tool calls.", ("tool", "status"))
+        self.tool_calls = counter(names.TOOL_CALLS, "Tool calls.", ("tool", "status"))
         self.tool_duration = histogram(
-            "tool_duration_seconds", "Duration of tool calls.", ("tool", "status"), DURATION_BUCKETS
+            names.TOOL_DURATION, "Duration of tool calls.", ("tool", "status"), DURATION_BUCKETS
         )
-        self.retrievals = counter("retrievals_total", "Retriever calls.", ("retriever", "status"))
+        self.retrievals = counter(names.RETRIEVALS, "Retriever calls.", ("retriever", "status"))
         self.retrieved_documents = histogram(
-            "retrieved_documents",
+            names.RETRIEVED_DOCUMENTS,
             "Documents returned per retrieval (le=0: empty retrievals).",
             ("retriever", "status"),
             DOCUMENT_BUCKETS,
         )
         self.branch_decisions = counter(
-            "branch_decisions_total", "LangGraph routing decisions.", ("graph", "from_node", "to_node")
+            names.BRANCH_DECISIONS, "LangGraph routing decisions.", ("graph", "from_node", "to_node")
         )
-        self.traces = counter("traces_total", "Traces (root runs).", ("root", "status"))
+        self.traces = counter(names.TRACES, "Traces (root runs).", ("root", "status"))
         self.trace_duration = histogram(
-            "trace_duration_seconds", "Duration of traces (root runs).", ("root", "status"), DURATION_BUCKETS
+            names.TRACE_DURATION, "Duration of traces (root runs).", ("root", "status"), DURATION_BUCKETS
         )
         self.quality_score = histogram(
-            "quality_score",
+            names.QUALITY_SCORE,
             "Quality scores (judge, rules, feedback).",
             ("metric", "prompt_version"),
             SCORE_BUCKETS,
         )
-        self.judge_evaluations = counter("judge_evaluations_total", "LLM-as-judge evaluations.", ("status",))
-        self.feedback = counter("feedback_total", "User feedback.", ("rating",))
-        self.spans_dropped = counter("spans_dropped_total", "Spans dropped, by reason.", ("reason",))
+        self.judge_evaluations = counter(names.JUDGE_EVALUATIONS, "LLM-as-judge evaluations.", ("status",))
+        self.feedback = counter(names.FEEDBACK, "User feedback.", ("rating",))
+        self.spans_dropped = counter(names.SPANS_DROPPED, "Spans dropped, by reason.", ("reason",))
         self.handler_errors = counter(
-            "handler_errors_total", "Internal errors of the instrumentation, by reason.", ("reason",)
+            names.HANDLER_ERRORS, "Internal errors of the instrumentation, by reason.", ("reason",)
         )
         self.spans_dropped.labels(reason="queue_full")  # a series from the start: rate() works
+        # Who is reporting: service and environment are per process (LLMObs(service=...)), so
+        # they are not labels of every series; dashboards select job/instance through this one.
+        # multiprocess: "max" aggregates the workers' 1s without a mark_process_dead hook.
+        self.info = Gauge(
+            names.INFO,
+            "1 for each service and environment of the LLMObs instances of this process.",
+            ("service", "environment"),
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         # (model, provider, prompt_version, status) as the span has them -> the LLM metrics'
         # children for those labels: one lookup per LLM span instead of four label bounds and
@@ -277,6 +289,10 @@ class LLMObsMetrics:
         if span.documents is not None:  # the retrieval returned (failed ones return no list)
             updates.observe(self._child(self.retrieved_documents, *labels), len(span.documents))
 
+    def announce(self, service: str | None, environment: str | None) -> None:
+        """Set ``llmobs_info{service, environment}`` (``none`` when not given) to 1."""
+        self.info.labels(self.labels("service", service), self.labels("environment", environment)).set(1)
+
     # -- scores, judge, feedback (called by the judge and feedback code) ---------------------------
 
     def observe_score(
@@ -362,7 +378,8 @@ class PrometheusExporter:
     ``LLMObs(prometheus_registry=...)`` creates one per instance; use it directly with
     ``LLMObs(exporters=[...], prometheus_registry=None)`` for full control. ``diagnostics``
     (an LLMObs's counters of drops and internal errors) is exported as
-    ``llmobs_spans_dropped_total`` and ``llmobs_handler_errors_total``.
+    ``llmobs_spans_dropped_total`` and ``llmobs_handler_errors_total``; ``service`` and
+    ``environment`` are the labels of its ``llmobs_info`` series.
     """
 
     def __init__(
@@ -372,9 +389,12 @@ class PrometheusExporter:
         label_limit: int | Mapping[str, int] = DEFAULT_LABEL_LIMIT,
         model_normalizer: Callable[[str], str] | None = normalize_model_name,
         diagnostics: Diagnostics | None = None,
+        service: str | None = None,
+        environment: str | None = None,
     ) -> None:
         self.metrics = metrics_for(registry, label_limit=label_limit, model_normalizer=model_normalizer)
         self.registry = self.metrics.registry
+        self.metrics.announce(service, environment)
         self._diag = diagnostics
         self._synced: dict[str, dict[str, int]] = {"spans_dropped": {}, "handler_errors": {}}
         self._sync_lock = threading.Lock()
