@@ -415,7 +415,14 @@ def _send_anomalies(args: argparse.Namespace, anomalies: list) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     try:
-        from .analysis.gate import GateCriteria, GateInputError, QualityLimit, parse_quality_limit, run_gate
+        from .analysis.gate import (
+            GateCriteria,
+            GateInputError,
+            QualityLimit,
+            parse_fraction,
+            parse_quality_limit,
+            run_gate,
+        )
         from .analysis.store import TraceStore
     except ImportError as exc:
         return _missing("gate", "pandas, numpy and scipy", "'llmobs-callbacks[analysis]'", exc)
@@ -423,8 +430,6 @@ def _gate(args: argparse.Namespace) -> int:
     def limit(flag: str, text: str | None) -> float | None:
         if text is None or text.strip().lower() in ("off", "none"):
             return None
-        from .analysis.gate import parse_fraction
-
         try:
             return parse_fraction(text)
         except ValueError:
@@ -435,8 +440,8 @@ def _gate(args: argparse.Namespace) -> int:
     try:
         default_quality: QualityLimit | None = QualityLimit(0.10)
         if args.min_quality_delta is not None:  # the old form: an absolute limit for every score
-            default_quality = QualityLimit.parse(args.min_quality_delta.lstrip("+"))
-            default_quality = default_quality and QualityLimit(default_quality.value, relative=False)
+            delta = limit("--min-quality-delta", args.min_quality_delta)
+            default_quality = None if delta is None else QualityLimit(abs(delta), relative=False)
         per_metric: dict[str, QualityLimit | None] = {}
         for text in args.quality_limit:
             name, value = parse_quality_limit(text)
@@ -463,7 +468,7 @@ def _gate(args: argparse.Namespace) -> int:
             result = run_gate(
                 store, args.baseline, args.candidate, criteria, by=args.by, since=args.since, until=args.until
             )
-    except GateInputError as exc:  # an unknown version, a bad limit: one line, exit 2
+    except ValueError as exc:  # GateInputError (a version with no requests, a bad limit), a bad --since
         print(f"llmobs gate: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.format_table())
@@ -639,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(one-sided test, family-wise --alpha over all criteria) and the confidence interval of its "
         "change reaches beyond the limit. Prints a table; exits 0 when every criterion passes, 1 on a "
         "regression, 2 when either side has fewer than --min-samples requests, a version has no "
-        "requests, or spend cannot be checked. Limits take '20%%' or 0.2; 'off' disables one.",
+        "requests, or spend cannot be checked. Limits take '20%' or 0.2; 'off' disables one.",
     )
     _add_db(gate)
     gate.add_argument("--baseline", required=True, help="the version to compare against, e.g. v1")

@@ -408,6 +408,12 @@ def run_gate(
         raise GateInputError(f"by must be one of: {', '.join(GROUPINGS)}")
     if c.pair_by not in PAIRINGS:
         raise GateInputError(f"pair_by must be one of: {', '.join(PAIRINGS)}")
+    if not (0 < c.alpha < 1 and 0 < c.confidence < 1 and c.resamples >= 100 and c.min_samples >= 2):
+        raise GateInputError(
+            f"alpha and confidence must be in (0, 1), resamples at least 100, min_samples at least 2 "
+            f"(got alpha={c.alpha:g}, confidence={c.confidence:g}, resamples={c.resamples}, "
+            f"min_samples={c.min_samples})"
+        )
     base, cand = _sides(store, by, baseline, candidate, since, until, pair_by=c.pair_by)
     result = GateResult(
         by, baseline, candidate, len(base), len(cand), alpha=c.alpha, confidence=c.confidence, seed=c.seed
