@@ -431,29 +431,62 @@ def _send_anomalies(args: argparse.Namespace, anomalies: list) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     try:
-        from .analysis.gate import GateCriteria, parse_fraction, run_gate
+        from .analysis.gate import (
+            GateCriteria,
+            GateInputError,
+            QualityLimit,
+            parse_fraction,
+            parse_quality_limit,
+            run_gate,
+        )
         from .analysis.store import TraceStore
     except ImportError as exc:
-        return _missing("gate", "pandas", "'llmobs-callbacks[analysis]'", exc)
+        return _missing("gate", "pandas, numpy and scipy", "'llmobs-callbacks[analysis]'", exc)
 
-    def limit(text: str | None) -> float | None:
+    def limit(flag: str, text: str | None) -> float | None:
         if text is None or text.strip().lower() in ("off", "none"):
             return None
-        return parse_fraction(text)
+        try:
+            return parse_fraction(text)
+        except ValueError:
+            raise GateInputError(
+                f"{flag} {text!r}: expected a fraction (0.2), a percentage (20%) or off"
+            ) from None
 
-    criteria = GateCriteria(
-        max_cost_increase=limit(args.max_cost_increase),
-        max_latency_p95_increase=limit(args.max_latency_p95_increase),
-        max_error_rate=limit(args.max_error_rate),
-        min_quality_delta=limit(args.min_quality_delta),
-        max_token_increase=limit(args.max_token_increase),
-        min_samples=args.min_samples,
-        require_quality=args.require_quality,
-    )
-    with TraceStore(resolve_database_url(args.database_url)) as store:
-        result = run_gate(
-            store, args.baseline, args.candidate, criteria, by=args.by, since=args.since, until=args.until
+    try:
+        default_quality: QualityLimit | None = QualityLimit(0.10)
+        if args.min_quality_delta is not None:  # the old form: an absolute limit for every score
+            delta = limit("--min-quality-delta", args.min_quality_delta)
+            default_quality = None if delta is None else QualityLimit(abs(delta), relative=False)
+        per_metric: dict[str, QualityLimit | None] = {}
+        for text in args.quality_limit:
+            name, value = parse_quality_limit(text)
+            if name is None:
+                default_quality = value
+            else:
+                per_metric[name] = value
+        criteria = GateCriteria(
+            max_cost_increase=limit("--max-cost-increase", args.max_cost_increase),
+            max_latency_p95_increase=limit("--max-latency-p95-increase", args.max_latency_p95_increase),
+            max_error_rate=limit("--max-error-rate", args.max_error_rate),
+            max_token_increase=limit("--max-token-increase", args.max_token_increase),
+            quality_limit=default_quality,
+            quality_limits=per_metric,
+            min_samples=args.min_samples,
+            min_scores=args.min_scores,
+            require_quality=args.require_quality,
+            alpha=args.alpha,
+            resamples=args.resamples,
+            seed=args.seed,
+            pair_by=args.pair_by,
         )
+        with TraceStore(resolve_database_url(args.database_url)) as store:
+            result = run_gate(
+                store, args.baseline, args.candidate, criteria, by=args.by, since=args.since, until=args.until
+            )
+    except ValueError as exc:  # GateInputError (a version with no requests, a bad limit), a bad --since
+        print(f"llmobs gate: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.as_dict(), indent=2) if args.json else result.format_table())
     return result.exit_code
 
@@ -625,10 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
         "gate",
         help="release gate: compare a candidate prompt (or model) version with a baseline",
         description="Compare the requests of --candidate with those of --baseline (prompt versions, or "
-        "models with --by model) in the store: cost per request, p95 latency, error rate and the "
-        "mean of each quality score. Prints a table; exits 0 when every criterion passes, 1 on a "
-        "regression, 2 when either side has fewer than --min-samples requests. Limits take '20%%' "
-        "or 0.2; 'off' disables one.",
+        "models with --by model) in the store: cost per request, p95 latency, tokens per request, error "
+        "rate and each quality score. A criterion fails when the candidate is significantly worse "
+        "(one-sided test, family-wise --alpha over all criteria) and the confidence interval of its "
+        "change reaches beyond the limit. Prints a table; exits 0 when every criterion passes, 1 on a "
+        "regression, 2 when either side has fewer than --min-samples requests, a version has no "
+        "requests, or spend cannot be checked. Limits take '20%' or 0.2; 'off' disables one.",
     )
     _add_db(gate)
     gate.add_argument("--baseline", required=True, help="the version to compare against, e.g. v1")
@@ -640,15 +675,61 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument(
         "--max-latency-p95-increase", default="20%", help="p95 request latency (default %(default)s)"
     )
-    gate.add_argument("--max-error-rate", default="2%", help="candidate's error rate (default %(default)s)")
+    gate.add_argument("--max-token-increase", default="50%", help="tokens per request (default %(default)s)")
     gate.add_argument(
-        "--min-quality-delta", default="-0.2", help="each score's mean, candidate - baseline (default -0.2)"
+        "--max-error-rate",
+        default="2%",
+        help="the candidate's error rate; fails only when also significantly above the baseline's "
+        "(default %(default)s)",
     )
-    gate.add_argument("--max-token-increase", default=None, help="tokens per request (default: not checked)")
-    gate.add_argument("--min-samples", type=int, default=30, help="requests per side (default %(default)s)")
+    gate.add_argument(
+        "--quality-limit",
+        action="append",
+        default=[],
+        metavar="[NAME=]LIMIT",
+        help="how much worse a score may get: faithfulness=-10%% (of the baseline's mean), "
+        "hallucination=0.05 (absolute, on the score's scale), NAME=off; without NAME= the default "
+        "of every score (default 10%%). Repeatable",
+    )
+    gate.add_argument(
+        "--min-quality-delta", default=None, help="old form of --quality-limit VALUE (absolute, every score)"
+    )
+    gate.add_argument(
+        "--min-samples",
+        type=int,
+        default=30,
+        help="requests per side, inputs when paired (default %(default)s)",
+    )
+    gate.add_argument(
+        "--min-scores",
+        type=int,
+        default=10,
+        help="scores of a name per side to test it (default %(default)s)",
+    )
     gate.add_argument(
         "--require-quality", action="store_true", help="exit 2 when there are no scores to compare"
     )
+    gate.add_argument(
+        "--pair-by",
+        choices=["auto", "id", "input", "off"],
+        default="auto",
+        help="compare per input when both versions answered the same inputs: 'id' by the root's metadata "
+        "input_id / example_id / dataset_item_id, 'input' by a hash of the root's input text, 'auto' "
+        "(default) by id when every request carries one",
+    )
+    gate.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="family-wise false-alarm rate of a run (default %(default)s)",
+    )
+    gate.add_argument(
+        "--resamples",
+        type=int,
+        default=2000,
+        help="permutations and bootstrap resamples (default %(default)s)",
+    )
+    gate.add_argument("--seed", type=int, default=0, help="seed of the resampling (default %(default)s)")
     gate.add_argument("--json", action="store_true", help="print the result as JSON")
     gate.set_defaults(func=_gate)
     return parser
