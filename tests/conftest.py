@@ -41,6 +41,22 @@ def _fresh_postgres_url() -> str:
     return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
 
 
+def drop_postgres_schema(url: str) -> None:
+    """Drop a test's private schema: left behind, thousands of them bloat the catalogs (the ADBC
+    driver reads pg_type on every connect). Best effort: a connection the test left open must
+    not hang the suite."""
+    schema = url.rsplit("search_path%3D", 1)[-1]
+    engine = sa.create_engine(POSTGRES_URL)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("set local lock_timeout = '5s'"))
+            conn.execute(sa.text(f'drop schema if exists "{schema}" cascade'))
+    except sa.exc.DBAPIError:
+        pass
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """A store URL with no tables yet: SQLite file in tmp_path, or a fresh PostgreSQL schema."""
@@ -51,7 +67,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         if os.environ.get("LLMOBS_REQUIRE_POSTGRES"):  # CI: a missing database is a failure
             pytest.fail(_PG_SKIP_REASON)
         pytest.skip(_PG_SKIP_REASON)
-    yield _fresh_postgres_url()
+    url = _fresh_postgres_url()
+    yield url
+    drop_postgres_schema(url)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from anomaly_support import T0, Clock, Request, Traffic, noisy
-from conftest import _PG_SKIP_REASON, _fresh_postgres_url
+from conftest import _PG_SKIP_REASON, _fresh_postgres_url, drop_postgres_schema
 
 from llmobs_callbacks import LLMObs
 from llmobs_callbacks.analysis import TraceStore
@@ -49,6 +49,8 @@ def case_study(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     )
     with TraceStore(url) as ts:
         yield ts, result, url
+    if request.param == "postgresql":
+        drop_postgres_schema(url)
 
 
 @pytest.fixture(scope="module")
