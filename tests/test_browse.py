@@ -57,7 +57,8 @@ def store(db_url: str) -> Iterator[tuple[str, dict[str, str]]]:
                 raise RuntimeError("order service unavailable")
             return answer
 
-        run_id = uuid.uuid4()
+        # t1 and t2 share the prefix "ab": an ambiguous prefix is known in advance
+        run_id = uuid.UUID(f"{'ab' if i < 2 else f'c{i}'}{i:06d}-0000-4000-8000-{uuid.uuid4().hex[:12]}")
         metadata = {"prompt_version": "v1" if i < 3 else "v2", "user_id": user}
         if session:
             metadata["session_id"] = session
@@ -133,10 +134,9 @@ def test_trace_id_prefixes(store: tuple[str, dict[str, str]]) -> None:
         assert ts.resolve_trace_id(full[:12]) == full
         with pytest.raises(KeyError, match="no trace id starts with 'zzz'"):
             ts.resolve_trace_id("zzz")
-        with pytest.raises(ValueError, match="is ambiguous"):
-            # every id is hex: some one-character prefix is shared by two of six ids, or try all
-            shared = next(p for p in "0123456789abcdef" if sum(i.startswith(p) for i in ids.values()) > 1)
-            ts.resolve_trace_id(shared)
+        with pytest.raises(ValueError, match=f"prefix 'ab' is ambiguous: {ids['t1']}, {ids['t2']}"):
+            ts.resolve_trace_id("ab")
+        assert ts.resolve_trace_id("ab000001") == ids["t2"]
         assert ts.trace(ts.resolve_trace_id(full[:8])).root.span["trace_id"] == full
 
 
