@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -85,10 +86,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
                 "run_id": uuid.UUID(trace_id),
                 "metadata": {"prompt_version": version, "session_id": session, "user_id": user},
             }
-            try:
+            with contextlib.suppress(ValueError):  # the failing lookup: recorded as an error trace
                 chain.invoke({"question": question}, config=config)
-            except ValueError:
-                pass
         assert obs.flush()
         obs.feedback(REQUESTS[0][0], score=1.0, user_id="u-1")
         assert obs.flush()
@@ -116,7 +115,8 @@ def test_traces_table_lists_the_newest_first(url: str, capsys) -> None:
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].split() == [
-        "time", "(UTC)", "trace", "root", "version", "model", "status", "latency", "tokens", "cost", "session",
+        "time", "(UTC)", "trace", "root", "version", "model", "status", "latency", "tokens", "cost",
+        "session",
     ]  # fmt: skip
     rows = [line.split() for line in lines[2:6]]
     # newest first: the failed lookup (no model, no tokens), the long answer, the parcel, the refund
@@ -237,7 +237,9 @@ def test_sessions_and_session(url: str, capsys) -> None:
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["session", "user", "requests", "errors"]
     assert lines[2].split()[:4] == ["s-b", "u-2", "2", "1"] and lines[3].split()[-1] == "(1)"
-    assert run(capsys, "sessions", "--database-url", url, "--user", "u-1", "--format", "csv")[1].count("\n") == 2
+    assert (
+        run(capsys, "sessions", "--database-url", url, "--user", "u-1", "--format", "csv")[1].count("\n") == 2
+    )
 
     code, out, err = run(capsys, "session", "s-a", "--database-url", url)
     assert (code, err) == (0, "")
@@ -245,13 +247,18 @@ def test_sessions_and_session(url: str, capsys) -> None:
     assert lines[0].startswith("session s-a  2 request(s)  user u-1  $")
     assert lines[1].startswith("[1] 2025-06-02 09:00:00  aaaa1111  ok  ")
     assert lines[1].endswith("user_feedback=1")
-    assert lines[2:4] == ["       user: How long do refunds take?", "  assistant: Refunds take 5 business days."]
+    assert lines[2:4] == [
+        "       user: How long do refunds take?",
+        "  assistant: Refunds take 5 business days.",
+    ]
     assert lines[4].startswith("[2] 2025-06-02 09:10:00  aaaa2222  ok  ")
     assert lines[5:7] == ["       user: Where is parcel ZX-42?", "  assistant: Parcel ZX-42 ships tomorrow."]
     code, out, _ = run(capsys, "session", "s-b", "--database-url", url)
     assert "  assistant: (failed: ValueError)" in out.splitlines()
     code, out, err = run(capsys, "session", "s-zzz", "--database-url", url)
-    assert code == 1 and err == f"llmobs session: no session 's-zzz' in {url} (`llmobs sessions` lists them)\n"
+    assert (
+        code == 1 and err == f"llmobs session: no session 's-zzz' in {url} (`llmobs sessions` lists them)\n"
+    )
 
 
 def test_browsing_writes_nothing(url: str, capsys) -> None:

@@ -63,10 +63,10 @@ def describe(exc: BaseException, url: str | None = None) -> UserError | None:
         return UserError(f"{exc}; {STORE_HINT}")
     if isinstance(exc, SchemaVersionError):
         return UserError(str(exc))
+    if isinstance(exc, sa.exc.NoSuchModuleError) and url is not None:  # an ArgumentError too
+        return UserError(f"unknown database type in {shown} ({EXAMPLE_URLS})")
     if isinstance(exc, sa.exc.ArgumentError) and url is not None:
         return UserError(f"not a database URL: {shown} ({EXAMPLE_URLS})")
-    if isinstance(exc, sa.exc.NoSuchModuleError) and url is not None:
-        return UserError(f"unknown database type in {shown} ({EXAMPLE_URLS})")
     if isinstance(exc, ImportError) and url is not None:  # create_engine: the dialect's driver
         missing = getattr(exc, "name", None) or first_line(exc)
         return UserError(

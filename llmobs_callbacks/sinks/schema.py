@@ -168,17 +168,18 @@ def open_store_readonly(url: str | sa.engine.URL, *, timeout_s: float = 10.0) ->
         )
     try:
         with engine.connect() as conn:
-            check_readable(conn)
+            check_readable(conn, url)
     except BaseException:
         engine.dispose()
         raise
     return engine
 
 
-def check_readable(conn: Connection) -> int:
+def check_readable(conn: Connection, url: str | sa.engine.URL | None = None) -> int:
     """The schema version of the store ``conn`` is connected to, when this version can read it;
-    else ``StoreNotFoundError`` (no llmobs tables) or ``SchemaVersionError``."""
-    shown = conn.engine.url.render_as_string(hide_password=True)
+    else ``StoreNotFoundError`` (no llmobs tables) or ``SchemaVersionError``, naming ``url``
+    (default: the engine's) with its password masked."""
+    shown = sa.engine.make_url(url or conn.engine.url).render_as_string(hide_password=True)
     names = set(sa.inspect(conn).get_table_names())
     version = None
     if {SpanRow.__tablename__, SchemaVersionRow.__tablename__} <= names:
