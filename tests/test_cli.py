@@ -323,6 +323,21 @@ def test_readers_create_nothing_next_to_a_store(store: str, capsys) -> None:
         TraceStore(store + "-missing", read_only=True)
 
 
+def test_readers_on_either_database(db_url: str, capsys) -> None:
+    """The read-only opening on SQLite and PostgreSQL: the same rows through every reader."""
+    import json
+
+    ids = write_traces(db_url, 3, version="v7")
+    assert main(["traces", "--database-url", db_url, "--format", "json"]) == 0
+    assert sorted(r["trace_id"] for r in json.loads(capsys.readouterr().out)) == sorted(ids)
+    assert main(["report", "--database-url", db_url, "--format", "json"]) == 0
+    assert [(r["group"], r["requests"]) for r in json.loads(capsys.readouterr().out)] == [("v7", 3)]
+    assert main(["trace", ids[0], "--database-url", db_url]) == 0
+    assert capsys.readouterr().out.startswith(f"trace {ids[0]}  ")
+    assert main(["session", "s-1", "--database-url", db_url]) == 0
+    assert "       user: question 1" in capsys.readouterr().out.splitlines()
+
+
 WRITER = """
 import os, sys, time, uuid
 from llmobs_callbacks import LLMObs

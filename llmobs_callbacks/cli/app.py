@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print_error(name, "interrupted")
         return 130
+    except SystemExit as exc:  # Click exits by itself on a broken pipe (`llmobs traces | head`)
+        return exc.code if isinstance(exc.code, int) else 1
     except typer.Abort:  # pragma: no cover - an EOF at a prompt (no command prompts)
         return 1
     except Exception as exc:  # noqa: BLE001 - one line (the traceback with --debug), never a crash dump

@@ -113,10 +113,16 @@ def readonly_sqlite_uri(path: str | os.PathLike[str]) -> str:
     in rollback-journal mode is always opened ``mode=ro``, which creates nothing there.
     """
     path = Path(path)
-    uri = f"file:{quote(str(path))}?mode=ro"
+    uri = f"file:{_uri_path(path)}?mode=ro"
     if _is_wal(path) and not Path(f"{path}-wal").exists():
         uri += "&immutable=1"
     return uri
+
+
+def _uri_path(path: Path) -> str:
+    """``path`` as the path of a ``file:`` URI: ``/``-separated, ``?``, ``#`` and ``%`` escaped."""
+    text = quote(path.as_posix(), safe="/:")
+    return text if text.startswith("/") else f"/{text}"  # C:/x (Windows) -> /C:/x
 
 
 def readonly_sqlite_path(url: sa.engine.URL) -> Path | None:
@@ -159,7 +165,7 @@ def open_store_readonly(url: str | sa.engine.URL, *, timeout_s: float = 10.0) ->
         import sqlite3
 
         engine = sa.create_engine(
-            f"sqlite:///file:{quote(str(path))}?mode=ro&uri=true",
+            f"sqlite:///file:{_uri_path(path)}?mode=ro&uri=true",
             creator=lambda: sqlite3.connect(
                 readonly_sqlite_uri(path), uri=True, check_same_thread=False, timeout=timeout_s
             ),
