@@ -139,7 +139,7 @@ def test_bad_urls_are_one_line_with_the_password_masked(workdir: Path, capsys) -
     refused = "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/test"
     err = one_error(capsys, ["report", "--database-url", refused])
     assert err.startswith(
-        "llmobs report: cannot read the store postgresql+psycopg://postgres:***@127.0.0.1:1/test: "
+        "llmobs report: cannot use the store postgresql+psycopg://postgres:***@127.0.0.1:1/test: "
     )
     assert "Connection refused" in err
     assert "s3cret" not in err
@@ -151,7 +151,7 @@ def test_postgres_wrong_database_and_no_tables(capsys) -> None:
     base = sa.engine.make_url(POSTGRES_URL)
     wrong = base.set(database=f"nope_{uuid.uuid4().hex[:8]}").render_as_string(hide_password=False)
     err = one_error(capsys, ["report", "--database-url", wrong])
-    assert err.startswith(f"llmobs report: cannot read the store {wrong}: ") and "does not exist" in err
+    assert err.startswith(f"llmobs report: cannot use the store {wrong}: ") and "does not exist" in err
     empty = _fresh_postgres_url()  # a schema with no tables
     err = one_error(capsys, ["traces", "--database-url", empty])
     assert (
@@ -175,7 +175,7 @@ def test_stores_that_cannot_be_read(tmp_path: Path, store: str, capsys) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a database at all, just some text that is long enough " * 20)
     err = one_error(capsys, ["report", "--database-url", f"sqlite:///{text}"])
-    assert err == f"llmobs report: cannot read the store sqlite:///{text}: file is not a database"
+    assert err == f"llmobs report: cannot use the store sqlite:///{text}: file is not a database"
     path = store.removeprefix("sqlite:///")
     with sqlite3.connect(path) as conn:  # as a newer llmobs-callbacks would leave it
         conn.execute("update llmobs_schema set version = 99")

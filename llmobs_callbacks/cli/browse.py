@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 from rich.tree import Tree
 
-from .errors import NotFound, UserError
+from .errors import NotFound, UserError, mask_url
 from .output import (
     ANSWER_KEYS,
     QUESTION_KEYS,
@@ -34,7 +34,7 @@ from .output import (
     write_rows,
 )
 from .report import IncludeInternal, Since, Until
-from .stores import DatabaseUrl, shown, store_url, trace_store
+from .stores import DatabaseUrl, store_url, trace_store
 
 if TYPE_CHECKING:
     from ..analysis.tree import SpanNode, TraceTree
@@ -173,7 +173,7 @@ def resolve(store: Any, prefix: str, url: str) -> str:
         return store.resolve_trace_id(prefix)
     except KeyError:
         raise NotFound(
-            f"no trace {prefix!r} in {shown(url)}: no trace id starts with it (`llmobs traces` lists them)"
+            f"no trace {prefix!r} in {mask_url(url)}: no trace id starts with it (`llmobs traces` lists them)"
         ) from None
     except ValueError as exc:
         raise UserError(f"{exc}; give more of the id") from None
@@ -304,7 +304,7 @@ def session(
     with trace_store(database_url) as store:
         turns = store.session(session_id, include_internal=include_internal)
     if turns.empty:
-        where = shown(store_url(database_url))
+        where = mask_url(store_url(database_url))
         raise NotFound(f"no session {session_id!r} in {where} (`llmobs sessions` lists them)")
     out = console()
     turns = turns.sort_values("start_time")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
 from ..sinks.schema import DATABASE_URL_ENV, resolve_database_url
-from .errors import UserError
-from .output import blank, console, table
+from .errors import UserError, mask_url
+from .output import blank, console, progress_bar, table
 from .report import print_report, summarize
-from .stores import DatabaseUrl, require_extra, shown, store_url, translated
+from .stores import DatabaseUrl, require_extra, store_url, translated
 
 if TYPE_CHECKING:
     from ..demo import ReplayResult, Scenario
@@ -58,7 +57,7 @@ def demo(
     fmt = "%Y-%m-%d %H:%M"
     out.print(
         f"replayed {result.requests} demo requests over a simulated {scenario.hours:g} h "
-        f"({result.start:{fmt}} → {result.end:{fmt}} UTC) into {shown(url)}"
+        f"({result.start:{fmt}} → {result.end:{fmt}} UTC) into {mask_url(url)}"
     )
     if result.switch is not None:
         out.print(
@@ -73,42 +72,6 @@ def demo(
     print_anomalies(url, result)
     print_next_steps(url, result, scenario)
     return 0
-
-
-class progress_bar:
-    """``advance(done, total)`` drawing a Rich progress bar on stderr (None when disabled)."""
-
-    def __init__(self, description: str, unit: str, disabled: bool = False) -> None:
-        self._description = description
-        self._unit = unit
-        self._disabled = disabled
-        self._progress: Progress | None = None
-        self._task: Any = None
-
-    def __enter__(self) -> Any:
-        if self._disabled:
-            return None
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn(self._unit),
-            TimeRemainingColumn(),
-            console=console(stderr=True),
-        )
-        self._progress.start()
-
-        def advance(done: int, total: int) -> None:
-            assert self._progress is not None
-            if self._task is None:
-                self._task = self._progress.add_task(self._description, total=total)
-            self._progress.update(self._task, completed=done)
-
-        return advance
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 COMPARED = [
@@ -171,7 +134,9 @@ def print_next_steps(url: str, result: ReplayResult, scenario: Scenario) -> None
     out = console()
     steps: list[tuple[str, str]] = []
     if url != resolve_database_url(None):
-        steps.append((f"export {DATABASE_URL_ENV}='{shown(url)}'", "so the commands below read this store"))
+        steps.append(
+            (f"export {DATABASE_URL_ENV}='{mask_url(url)}'", "so the commands below read this store")
+        )
     costliest = example_trace(url)
     steps += [
         ("llmobs report --by model", "the same summary per model"),

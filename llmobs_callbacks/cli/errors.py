@@ -77,7 +77,7 @@ def describe(exc: BaseException, url: str | None = None) -> UserError | None:
         where = f" {shown}" if shown else ""
         if "no such table" in str(exc) or ("relation" in str(exc) and "does not exist" in str(exc)):
             return UserError(f"the store{where} has no llmobs tables; {STORE_HINT}")
-        return UserError(f"cannot read the store{where}: {first_line(exc)}")
+        return UserError(f"cannot use the store{where}: {first_line(exc)}")
     return None
 
 

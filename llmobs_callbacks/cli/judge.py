@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .demo import progress_bar
 from .errors import UserError
+from .output import progress_bar
 from .stores import DatabaseUrl, require_existing, require_extra, store_url, translated
 
 if TYPE_CHECKING:

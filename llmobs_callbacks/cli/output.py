@@ -11,15 +11,19 @@ import io
 import json
 import math
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+
+Advance = Callable[[int, int], None]
 
 # Piped or captured output is not wrapped at 80 columns: a table keeps one row per line.
 PIPED_WIDTH = 250
@@ -161,3 +165,21 @@ def readable(stored: Any, prefer: Sequence[str] = ()) -> str | None:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
+
+
+@contextmanager
+def progress_bar(description: str, unit: str, disabled: bool = False) -> Iterator[Advance | None]:
+    """``advance(done, total)`` drawing a Rich progress bar on stderr (None when disabled)."""
+    if disabled:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit))
+    with Progress(*columns, TimeRemainingColumn(), console=console(stderr=True)) as progress:
+        task: list[Any] = []  # added at the first call, when the total is known
+
+        def advance(done: int, total: int) -> None:
+            if not task:
+                task.append(progress.add_task(description, total=total))
+            progress.update(task[0], completed=done)
+
+        yield advance

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .errors import UserError, first_line, os_error
-from .stores import DatabaseUrl, reader_engine, shown, store_url
+from .errors import UserError, first_line, mask_url, os_error
+from .stores import DatabaseUrl, reader_engine, store_url
 
 UI_EXTRA = "the web UI needs the ui extra: pip install 'llmobs-callbacks[ui]'"
 
@@ -72,7 +72,7 @@ def serve_metrics(
         exporter = PrometheusExporter(registry, label_limit=label_limit)
         feed = StoreMetricsFeed(engine, exporter, since=start, overlap_s=overlap)
         feed.poll()
-        source = f"spans stored in {shown(url)}"
+        source = f"spans stored in {mask_url(url)}"
     try:
         server = MetricsServer(registry, port=port, addr=addr)
     except OSError as exc:

@@ -25,7 +25,7 @@ from ..sinks.schema import (
     resolve_database_url,
     sqlite_file,
 )
-from .errors import UserError, describe, mask_url
+from .errors import UserError, describe
 
 if TYPE_CHECKING:
     from ..analysis.store import TraceStore
@@ -105,7 +105,3 @@ def require_existing(url: str) -> None:
     if path is not None and not path.is_file():
         kind = "it is a directory, not a SQLite file" if path.is_dir() else None
         raise translated(StoreNotFoundError(f"no store at {path}" + (f": {kind}" if kind else "")), url)
-
-
-def shown(url: str) -> str:
-    return mask_url(url)
