@@ -402,7 +402,8 @@ def test_plots_return_figures(store: TraceStore) -> None:
 def test_cli_trace_prints_the_tree(store: TraceStore, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", store.ids["2"], "--database-url", store.url]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"trace {store.ids['2']}\nchain support_bot")
+    assert out.startswith(f"trace {store.ids['2']}  ")
+    assert out.splitlines()[1].startswith("└── chain support_bot  ")
     assert main(["trace", "missing", "--database-url", store.url]) == 1
     assert "no trace 'missing'" in capsys.readouterr().err
 

@@ -28,6 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from ..sinks.schema import readonly_sqlite_path, readonly_sqlite_uri
+
 logger = logging.getLogger(__name__)
 
 # SQLite's ADBC driver infers each column's type from the first batch of rows (1,024 by default)
@@ -52,6 +54,7 @@ class ArrowReader:
         self.trace: Callable[[str], None] | None = None  # called with each SQL statement (tests)
         self.parallel = min(2, os.cpu_count() or 1)  # ranges read at once by read(split_on=...)
         self._idle: list[Any] = []
+        self.keep_idle = True  # reuse connections between reads
         self._lock = threading.Lock()
 
     @classmethod
@@ -60,6 +63,17 @@ class ArrowReader:
         backend = url.get_backend_name()
         try:
             if backend == "sqlite":
+                readonly = readonly_sqlite_path(url)
+                if readonly is not None:  # open_store_readonly's engine: the same read-only opening
+                    import adbc_driver_sqlite.dbapi as driver
+
+                    reader = cls(
+                        engine.dialect,
+                        lambda: driver.connect(readonly_sqlite_uri(readonly), autocommit=True),
+                        "adbc-sqlite",
+                    )
+                    reader.keep_idle = False  # decided per connection: never a stale immutable one
+                    return reader
                 database = url.database
                 # Only a plain file: ":memory:" is private to SQLAlchemy's connection, and URL
                 # options (uri=true, mode=ro…) are the sqlite3 module's, not the driver's.
@@ -166,7 +180,7 @@ class ArrowReader:
             _close_quietly(conn)
             raise
         with self._lock:
-            if len(self._idle) < self.parallel:
+            if self.keep_idle and len(self._idle) < self.parallel:
                 self._idle.append(conn)
                 conn = None
         if conn is not None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..sinks.schema import make_engine
+from ..sinks.schema import make_engine, open_store_readonly
 from .fetch import ArrowReader
 from .queries import (
     BRANCHES,
@@ -78,11 +78,19 @@ class TraceStore:
     >>> ts.trace(trace_id)                           # an indented tree; a waterfall in Jupyter
     """
 
-    def __init__(self, url_or_engine: str | Engine, arrow: bool = True) -> None:
-        """``arrow=False`` reads through SQLAlchemy even when the ADBC drivers are installed."""
+    def __init__(self, url_or_engine: str | Engine, arrow: bool = True, read_only: bool = False) -> None:
+        """``arrow=False`` reads through SQLAlchemy even when the ADBC drivers are installed.
+        ``read_only=True`` opens a URL with ``sinks.schema.open_store_readonly``: nothing is
+        created or changed, and a missing store raises ``StoreNotFoundError`` instead of reading
+        as empty."""
         _pandas()
         self._owns_engine = isinstance(url_or_engine, str)
-        self.engine: Engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+        if isinstance(url_or_engine, str):
+            self.engine: Engine = (
+                open_store_readonly(url_or_engine) if read_only else make_engine(url_or_engine)
+            )
+        else:
+            self.engine = url_or_engine
         self._reader = ArrowReader.create(self.engine, self._owns_engine) if arrow else None
 
     @property

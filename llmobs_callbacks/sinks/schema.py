@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from .tables import SCHEMA_VERSION, TABLES, PromptVersionRow, SchemaVersionRow, SpanRow
 
@@ -78,6 +79,130 @@ def make_engine(url: str, *, timeout_s: float | None = None) -> Engine:
     if timeout_s is not None and postgres and "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = max(2, math.ceil(timeout_s))  # libpq: whole seconds, >= 2
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
+
+
+# -- reading without writing ------------------------------------------------------------------------
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """A reader was pointed at a store that is not there: no file, a directory, no llmobs tables."""
+
+
+def sqlite_file(url: str | sa.engine.URL) -> Path | None:
+    """The file of a SQLite URL (absolute, ``~`` expanded); None for in-memory SQLite and other
+    databases. Raises ``sa.exc.ArgumentError`` for text that is not a URL."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    database = parsed.database
+    if database.startswith("file:"):  # a URI filename (uri=true): file:PATH?options
+        database = unquote(database[len("file:") :].split("?", 1)[0])
+    return Path(database).expanduser().absolute()
+
+
+def readonly_sqlite_uri(path: str | os.PathLike[str]) -> str:
+    """A ``sqlite3`` URI that reads ``path`` and creates nothing next to it, decided per connection.
+
+    A read-only connection to a WAL database needs its ``-wal`` and ``-shm`` files and creates
+    them when they are missing (SQLite cannot delete them afterwards without write access). So:
+    while a ``-wal`` exists (a writer is connected, or committed pages are still only there),
+    ``mode=ro`` reads through it, coordinated with the writer as any reader is; without one, no
+    writer is connected and ``immutable=1`` reads the file as it is, creating nothing. (A writer
+    that starts during such a read writes to a new ``-wal``, which that read does not see; the
+    next connection does. A checkpoint within that one read is not protected against.) A database
+    in rollback-journal mode is always opened ``mode=ro``, which creates nothing there.
+    """
+    path = Path(path)
+    uri = f"file:{_uri_path(path)}?mode=ro"
+    if _is_wal(path) and not Path(f"{path}-wal").exists():
+        uri += "&immutable=1"
+    return uri
+
+
+def _uri_path(path: Path) -> str:
+    """``path`` as the path of a ``file:`` URI: ``/``-separated, ``?``, ``#`` and ``%`` escaped."""
+    text = quote(path.as_posix(), safe="/:")
+    return text if text.startswith("/") else f"/{text}"  # C:/x (Windows) -> /C:/x
+
+
+def readonly_sqlite_path(url: sa.engine.URL) -> Path | None:
+    """The file of an engine URL made by ``open_store_readonly`` for SQLite; None for any other."""
+    if url.get_backend_name() != "sqlite" or url.query.get("mode") != "ro":
+        return None
+    return sqlite_file(url)
+
+
+def _is_wal(path: Path) -> bool:
+    """The database header says WAL mode (file format versions 2 at offsets 18 and 19)."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header[18] == 2
+
+
+def open_store_readonly(url: str | sa.engine.URL, *, timeout_s: float = 10.0) -> Engine:
+    """An engine that reads the llmobs store at ``url`` and never creates or changes anything.
+
+    SQLite files are opened read-only (``sqlite:///file:PATH?mode=ro&uri=true``, each connection
+    through ``readonly_sqlite_uri``; no pool, so each connection sees what a writer committed since).
+    Raises ``StoreNotFoundError`` when the file does not exist, is a directory, or the database has
+    no llmobs tables; ``SchemaVersionError`` when its schema is not the one this version reads;
+    SQLAlchemy's errors for a malformed URL (``ArgumentError``), an unknown database or missing
+    driver (``NoSuchModuleError``, ``ImportError``) and a database that does not answer
+    (``OperationalError``). ``timeout_s``: PostgreSQL's connect timeout; SQLite's busy timeout.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        engine = make_engine(text, timeout_s=timeout_s)
+    else:
+        if path.is_dir():
+            raise StoreNotFoundError(f"no store at {path}: it is a directory, not a SQLite file")
+        if not path.is_file():
+            raise StoreNotFoundError(f"no store at {path}")
+        import sqlite3
+
+        engine = sa.create_engine(
+            f"sqlite:///file:{_uri_path(path)}?mode=ro&uri=true",
+            creator=lambda: sqlite3.connect(
+                readonly_sqlite_uri(path), uri=True, check_same_thread=False, timeout=timeout_s
+            ),
+            poolclass=NullPool,
+            hide_parameters=True,
+        )
+    try:
+        with engine.connect() as conn:
+            check_readable(conn, url)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def check_readable(conn: Connection, url: str | sa.engine.URL | None = None) -> int:
+    """The schema version of the store ``conn`` is connected to, when this version can read it;
+    else ``StoreNotFoundError`` (no llmobs tables) or ``SchemaVersionError``, naming ``url``
+    (default: the engine's) with its password masked."""
+    shown = sa.engine.make_url(url or conn.engine.url).render_as_string(hide_password=True)
+    names = set(sa.inspect(conn).get_table_names())
+    version = None
+    if {SpanRow.__tablename__, SchemaVersionRow.__tablename__} <= names:
+        version = conn.execute(sa.select(SchemaVersionRow.__table__.c.version)).scalar()
+    if version is None:
+        raise StoreNotFoundError(f"no llmobs tables in {shown}")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the store {shown} is at schema version {version}, newer than this llmobs-callbacks "
+            f"(version {SCHEMA_VERSION}); upgrade llmobs-callbacks to read it"
+        )
+    if version < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the store {shown} is at schema version {version}, older than this llmobs-callbacks "
+            f"(version {SCHEMA_VERSION}); a writer migrates it: open it once with LLMObs(url) or your app"
+        )
+    return version
 
 
 def _v1_to_v2(conn: Connection) -> None:
