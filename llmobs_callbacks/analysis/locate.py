@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..sinks.schema import DATABASE_URL_ENV
+from ..sinks.schema import DATABASE_URL_ENV, StoreNotFoundError
 
 STORE_FILE = "llmobs.db"
 # What marks a project root: where `make demo` (and an app run from the root) writes llmobs.db.
@@ -21,7 +21,7 @@ ROOT_MARKERS = ("pyproject.toml", ".git")
 WHAT_TO_RUN = "run `make demo` (or `llmobs demo`) first"
 
 
-class StoreNotFound(FileNotFoundError):
+class StoreNotFound(StoreNotFoundError):
     """There is no store where one was looked for; the message says where and what to run."""
 
     def _render_traceback_(self) -> list[str]:
