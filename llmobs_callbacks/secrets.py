@@ -112,7 +112,11 @@ _DASH_PREFIXES = (
 _AWS_ID_OR_GOOGLE = re.compile(r"A(?:(?:KIA|SIA|BIA|CCA|3T[A-Z0-9])[0-9A-Z]{16}|Iza[0-9A-Za-z_-]{35})")
 _AWS_PAIR_WINDOW = 200
 _AWS_SECRET_KEY = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}={0,2}\.eyJ[A-Za-z0-9_-]{4,}={0,2}(?:\.[A-Za-z0-9_+/-]*={0,2})?")
+# Possessive runs, and a bounded header (JWT headers are short): a long run of token
+# characters after an "eyJ" must not be read again from every position inside it.
+_JWT = re.compile(
+    r"eyJ[A-Za-z0-9_-]{8,400}+={0,2}\.eyJ[A-Za-z0-9_-]{4,}+={0,2}(?:\.[A-Za-z0-9_+/-]*+={0,2})?"
+)
 _SENDGRID = re.compile(r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")
 _PEM = re.compile(
     r"(?s)-{4,5} ?BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)? ?-{4,5}"
@@ -378,7 +382,7 @@ def _named_value(names: _Names, pos: int, spans: list[tuple[int, int]]) -> int:
     if group == "bare" and m.group("op") == ":" and value.isalpha() and _PROSE_GOES_ON.match(text, m.end()):
         return end  # "Password: at least 12 characters": a sentence, not a YAML value or header
     spans.append(m.span(group))
-    return end
+    return m.end(group)  # anchors inside the value are part of it
 
 
 # -- all of them ---------------------------------------------------------------------------------
