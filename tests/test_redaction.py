@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import uuid
 
 import pytest
 import secret_corpus as corpus
 from conftest import fetch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.runnables import RunnableLambda
 
 from llmobs_callbacks import LLMObs
 from llmobs_callbacks.redaction import BUILTIN_DETECTORS, Redactor, luhn_valid, make_redactor
-from llmobs_callbacks.secrets import is_secret_name
+from llmobs_callbacks.secrets import find_secrets, is_secret_name
 
 ALL = Redactor(BUILTIN_DETECTORS)
 SECRETS = Redactor(["secrets"])
@@ -305,3 +308,59 @@ def test_redacting_twice_changes_nothing_more() -> None:
 def test_a_private_key_cut_off_before_its_end_is_redacted_to_the_end() -> None:
     cut = corpus.PEM_KEY[: len(corpus.PEM_KEY) // 2]
     assert SECRETS(f"key:\n{cut}") == f"key:\n{S}"
+
+
+# Text made of the pieces the detectors look for, glued in any order: the edges of every rule.
+_PIECES = st.sampled_from(
+    [
+        "password",
+        "Secret",
+        "_TOKEN",
+        "api-key",
+        "aws",
+        "AKIA",
+        "ABCDEFGHIJKLMNOP0123",
+        "ghp_",
+        "sk-",
+        "xoxb-",
+        "eyJ",
+        "hbGciOi",
+        ".",
+        "=",
+        ":",
+        ": ",
+        "://",
+        "u:p@h",
+        '"',
+        "'",
+        "\\",
+        "<",
+        ">",
+        "&",
+        ";",
+        ",",
+        "[",
+        "]",
+        "{",
+        "}",
+        " ",
+        "\n",
+        "Bearer ",
+        "Basic ",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "x" * 40,
+        "aB3/+" * 8,
+        "İ",
+        "é",
+        "0123456789",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_PIECES, max_size=30).map("".join))
+def test_secret_spans_are_ordered_within_the_text_and_redaction_never_raises(text: str) -> None:
+    spans = find_secrets(text)
+    assert all(0 <= a < b <= len(text) for a, b in spans)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in itertools.pairwise(spans))  # sorted, disjoint
+    assert isinstance(ALL(text), str)
