@@ -1,4 +1,4 @@
-"""Completes finished spans on the processor thread: cost, and payloads turned into text.
+"""Completes finished spans on the processor thread: cost, payloads turned into bounded text.
 
 Kept off the hot path on purpose: pricing through genai-prices costs ~150-250 µs per call and
 serialising a large prompt costs more; the caller's chain should pay neither.
@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from .diagnostics import Diagnostics
 from .model import SpanRecord
 from .pricing import Pricer, model_key
-from .serialize import jsonable_dict, to_text
+from .serialize import bounded_list, jsonable_dict, to_text
 
 
 class SpanPreparer:
@@ -22,12 +22,17 @@ class SpanPreparer:
         diagnostics: Diagnostics,
         *,
         max_content_chars: int = 16_000,
+        max_attribute_chars: int = 4_096,
         capture_content: bool = True,
         privacy: Callable[[Sequence[SpanRecord]], None] | None = None,
     ) -> None:
         self._pricer = pricer
         self._diag = diagnostics
         self._max_chars = max_content_chars
+        # Each string of metadata, invocation parameters, document metadata and tags is cut to
+        # this; each of those fields holds max_content_chars in all (a 5 MB value inherited by
+        # every span of a trace costs each row at most this much).
+        self._max_attribute = max_attribute_chars
         self._capture = capture_content
         # redaction.PrivacyFilter: redaction, hashed user ids; None unless configured.
         self._privacy = privacy
@@ -74,10 +79,13 @@ class SpanPreparer:
             span.output = to_text(span.output, self._max_chars)
         else:
             span.input = span.output = None
-        span.metadata = jsonable_dict(span.metadata)
-        span.invocation_params = jsonable_dict(span.invocation_params)
+        cut, total = self._max_attribute, self._max_chars
+        span.metadata = jsonable_dict(span.metadata, cut, total)
+        span.invocation_params = jsonable_dict(span.invocation_params, cut, total)
+        if span.tags:
+            span.tags = bounded_list(span.tags, cut, total)
         for doc in span.documents or ():
             doc.content = to_text(doc.content, self._max_chars) if self._capture else None
-            doc.metadata = jsonable_dict(doc.metadata)
+            doc.metadata = jsonable_dict(doc.metadata, cut, total)
         if span.prompt_template is not None and not self._capture:
             span.prompt_template.template = None

@@ -120,6 +120,7 @@ class LLMObs:
         synchronous: bool = False,
         price_overrides: Mapping[str, ModelPriceOverride | Mapping[str, float]] | None = None,
         max_content_chars: int = 16_000,
+        max_attribute_chars: int = 4_096,
         capture_content: bool = True,
         max_queue_size: int = 20_000,
         max_batch_size: int = 512,
@@ -156,7 +157,13 @@ class LLMObs:
                 background thread.
             price_overrides: ``{"model": {"input": .., "output": .., "cached_input": ..,
                 "cache_write": ..}}`` in USD per million tokens; wins over genai-prices.
-            max_content_chars: inputs, outputs and document texts are truncated to this.
+            max_content_chars: inputs, outputs and document texts are truncated to this; the
+                metadata, invocation parameters, tags and document metadata of a span hold at
+                most this much each too (entries past it are left out, counted under the key
+                ``"…[truncated]"``).
+            max_attribute_chars: each string in those (values and keys, tags) is truncated to
+                this, ending in ``…[truncated]``: a huge metadata value inherited by every span
+                of a trace costs each row this much at most.
             capture_content: ``False`` stores no prompt/response/document text at all.
             max_queue_size: finished spans waiting for the writer; beyond it spans are dropped
                 and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking,
@@ -189,11 +196,11 @@ class LLMObs:
             exit_timeout_s: how long the ``atexit`` / SIGTERM flush waits for the store.
             handle_sigterm: flush on SIGTERM, then terminate as before; installed only from
                 the main thread when SIGTERM has no handler yet (the app's own handler wins).
-            redact: built-in detectors by name (``"email"``, ``"phone"``, ``"credit_card"``,
-                ``"api_key"``, ``"ip"``; ``True`` for all) and/or callables ``str -> str``,
-                applied on the processor thread to inputs, outputs, documents, error messages,
-                attribute/tag strings and score comments before any exporter, log or judge
-                sees them (see ``redaction.py``).
+            redact: built-in detectors by name (``"secrets"`` (formerly ``"api_key"``),
+                ``"email"``, ``"phone"``, ``"credit_card"``, ``"ip"``; ``True`` for all) and/or
+                callables ``str -> str``, applied on the processor thread to inputs, outputs,
+                documents, error messages, attribute/tag strings and score comments before any
+                exporter, log or judge sees them (see ``redaction.py``).
             hash_user_ids: an HMAC key: ``user_id`` is stored as its keyed HMAC-SHA256 (hex),
                 stable per key, so per-user analysis still works.
             budget_usd: spend budgets in USD per ``"day"``, ``"week"`` and/or ``"month"`` (UTC),
@@ -211,6 +218,7 @@ class LLMObs:
             flush_interval_s=flush_interval_s,
             open_span_ttl_s=open_span_ttl_s,
             max_content_chars=max_content_chars,
+            max_attribute_chars=max_attribute_chars,
             queue_full=queue_full,
             block_timeout_s=block_timeout_s,
             spool_max_bytes=spool_max_bytes,
@@ -237,6 +245,7 @@ class LLMObs:
             hash_user_ids=hash_user_ids,
             capture_content=capture_content,
             max_content_chars=max_content_chars,
+            max_attribute_chars=max_attribute_chars,
         )
         if privacy is not None and (privacy.redactor is not None or not capture_content):
             self.diagnostics.describe_exception = privacy.describe_exception
@@ -260,6 +269,7 @@ class LLMObs:
             pricer,
             self.diagnostics,
             max_content_chars=max_content_chars + (privacy.content_margin if privacy else 0),
+            max_attribute_chars=max_attribute_chars + (privacy.content_margin if privacy else 0),
             capture_content=capture_content,
             privacy=privacy,
         )

@@ -7,8 +7,12 @@ hands over references, so redaction never slows a chain down.
 
 Built-in detectors (``LLMObs(redact=[...])`` by name, ``redact=True`` for all of them):
 
-- ``api_key``: ``sk-…`` keys (OpenAI, Anthropic), ``Bearer``/``Basic`` credentials, AWS access
-  key ids, GitHub and Slack tokens, Google API keys, JWTs, ``api_key=…``/``password=…`` values;
+- ``secrets`` (also accepted: ``api_key``, its former name): credentials by their shape (AWS,
+  GitHub, GitLab, Slack, Google, Stripe, OpenAI/Anthropic, npm, PyPI, Hugging Face, SendGrid,
+  Square keys and tokens, JWTs, PEM/PuTTY private keys), by their name (``NAME=…``, ``"name":
+  "…"``, ``name: …`` for ``*secret*``, ``*password*``, ``*token``, ``*api_key`` and similar
+  names; the whole value of such a key in metadata), ``Bearer``/``Basic`` credentials and URL
+  passwords (``postgresql://user:…@host``); see ``secrets.py``;
 - ``email``: e-mail addresses;
 - ``credit_card``: 13-19 digit numbers (spaces or dashes allowed) passing the Luhn check only;
 - ``ip``: IPv4 (octets checked) and IPv6 addresses (validated by ``ipaddress``);
@@ -16,10 +20,12 @@ Built-in detectors (``LLMObs(redact=[...])`` by name, ``redact=True`` for all of
   forms; other national formats need a callable.
 
 A callable ``str -> str`` (or several) may be given as well; it runs after the built-ins.
-Detectors are precompiled regular expressions behind cheap pre-checks (``"@" in text``, key
-prefixes, …); card, phone and IPv4 detection share one pass that finds runs of digits and
-separators, and only those short runs meet the specific patterns and the Luhn check. A match is
-replaced by ``[REDACTED:<name>]`` (a callable decides its own replacement).
+Detectors are precompiled regular expressions behind cheap pre-checks (``"@" in text``, a
+literal the regex engine finds by fast substring search, …); card, phone and IPv4 detection
+share one pass that finds runs of digits and separators, and only those short runs meet the
+specific patterns and the Luhn check. A match is
+replaced by ``[REDACTED:<name>]`` (``[REDACTED:secret]`` for credentials; a callable decides
+its own replacement).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from .secrets import is_secret_name, redact_secrets
 from .serialize import truncate
 
 if TYPE_CHECKING:
@@ -47,11 +54,16 @@ RedactSpec = bool | str | RedactFn | Sequence[str | RedactFn] | None
 CONTENT_MARGIN = 512
 REDACTION_FAILED = "[REDACTION FAILED]"
 _HASH_CACHE_MAX = 10_000
+_CACHED_CHARS = 256  # Redactor remembers the redaction of strings up to this long …
+_CACHE_ENTRIES = 4096  # … this many of them
 _TEMPLATE_CACHE_MAX = 1024
 
 
 def marker(name: str) -> str:
     return f"[REDACTED:{name}]"
+
+
+SECRET_MARKER = marker("secret")
 
 
 # -- detectors --------------------------------------------------------------------------------
@@ -60,24 +72,6 @@ def marker(name: str) -> str:
 # engine skip quickly to candidate positions (a leading lookbehind makes it try every position,
 # ~0.3 µs per character). Boundaries are checked in the replacement callbacks instead.
 _EMAIL = re.compile(r"(?<![\w.%+-])[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}(?![\w-])")
-
-_KEY_HINTS = ("sk-", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza", "eyJ")
-_API_KEY = re.compile(
-    r"(?:sk-[A-Za-z0-9_-]{16,}"  # OpenAI sk-…/sk-proj-…, Anthropic sk-ant-…
-    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"  # AWS access key ids
-    r"|gh[pousr]_[A-Za-z0-9]{20,}"  # GitHub tokens
-    r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack tokens
-    r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
-    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,})"  # JWTs
-)
-# Credentials named by their key or scheme: only the value is replaced.
-_SECRET_HINTS = ("bearer", "basic", "key", "token", "secret", "passw")
-_NAMED_SECRET = re.compile(
-    r"(?i)(\bbearer\s+|\bbasic\s+"
-    r"|\b(?:api[_-]?key|access[_-]?token|auth[_-]?token|secret(?:[_-]?key)?|password|passwd)"
-    r"[\"']?\s*[:=]\s*[\"']?)"
-    r"([A-Za-z0-9._~+/=-]{8,})"
-)
 
 _CARD_RUN = re.compile(r"\d(?:[ -]?\d){12,}")  # greedy: a whole run of digits at once
 _CARD_SEPARATORS = re.compile(r"[ -]")
@@ -181,18 +175,6 @@ def _phone(match: re.Match[str]) -> str:
     return marker("phone") if 7 <= digits <= 15 else text
 
 
-def _named_secret(match: re.Match[str]) -> str:
-    return match.group(1) + marker("api_key")
-
-
-def _api_key(match: re.Match[str]) -> str:
-    return marker("api_key") if _bounded(match, "-\\w", "") else match.group(0)
-
-
-def _has_key_hint(text: str) -> bool:
-    return any(h in text for h in _KEY_HINTS)
-
-
 _HEX_OR_COLON = frozenset("0123456789abcdefABCDEF:")
 
 
@@ -209,11 +191,6 @@ def _has_ipv6_hint(text: str) -> bool:
             return True
         i = find(":", i + 1)
     return False
-
-
-def _has_secret_hint(text: str) -> bool:
-    lower = text.lower()
-    return any(h in lower for h in _SECRET_HINTS)
 
 
 @dataclass(frozen=True)
@@ -255,13 +232,19 @@ class _NumericStep:
         return run
 
 
+class _SecretsStep:
+    """Credentials by shape, by name and in URLs (``secrets.py``): one pass finds the spans."""
+
+    name = "secrets"
+
+    def __call__(self, text: str) -> str:
+        return redact_secrets(text, SECRET_MARKER)
+
+
 # Text-wide steps per detector; card, IPv4 and phone numbers share the one numeric step, which
-# runs after keys (they contain digits) and e-mails, before IPv6.
-_DETECTORS: dict[str, tuple[_Step, ...]] = {
-    "api_key": (
-        _Step("api_key", _API_KEY, _api_key, _has_key_hint),
-        _Step("api_key", _NAMED_SECRET, _named_secret, _has_secret_hint),
-    ),
+# runs after secrets (keys contain digits, URL passwords precede an "@") and e-mails, before IPv6.
+_DETECTORS: dict[str, tuple[Callable[[str], str], ...]] = {
+    "secrets": (_SecretsStep(),),
     "email": (_Step("email", _EMAIL, marker("email"), lambda t: "@" in t),),
     "credit_card": (),
     "ip": (_Step("ip", _IPV6, _ipv6, _has_ipv6_hint),),
@@ -269,8 +252,14 @@ _DETECTORS: dict[str, tuple[_Step, ...]] = {
 }
 BUILTIN_DETECTORS: tuple[str, ...] = tuple(_DETECTORS)
 _ALIASES = {
-    "api_keys": "api_key",
-    "bearer": "api_key",
+    # "api_key" was the name of the credentials detector before it grew into "secrets".
+    "api_key": "secrets",
+    "api_keys": "secrets",
+    "bearer": "secrets",
+    "secret": "secrets",
+    "credentials": "secrets",
+    "passwords": "secrets",
+    "tokens": "secrets",
     "emails": "email",
     "credit_cards": "credit_card",
     "card": "credit_card",
@@ -303,7 +292,7 @@ class Redactor:
                 raise TypeError(f"redact= takes detector names or callables str -> str, not {item!r}")
         # Built-ins always run in their canonical order, whatever order they were named in.
         steps: list[Callable[[str], str]] = [
-            *(step for name in ("api_key", "email") if name in names for step in _DETECTORS[name])
+            *(step for name in ("secrets", "email") if name in names for step in _DETECTORS[name])
         ]
         if {"credit_card", "ip", "phone"} & set(names):
             steps.append(_NumericStep("credit_card" in names, "ip" in names, "phone" in names))
@@ -311,25 +300,63 @@ class Redactor:
             steps.extend(_DETECTORS["ip"])
         self._steps = tuple(steps)
         self.names = tuple(n for n in BUILTIN_DETECTORS if n in names)
+        self._secret_keys = "secrets" in names
+        # Short strings recur in every span (metadata keys and values, tags, model names):
+        # their built-in redaction is remembered. Callables run every time (they may not be pure).
+        self._cache: dict[str, str] = {}
 
-    def __call__(self, text: str) -> str:
+    def _builtins(self, text: str) -> str:
         for step in self._steps:
             text = step(text)
+        return text
+
+    def __call__(self, text: str) -> str:
+        if len(text) <= _CACHED_CHARS:
+            done = self._cache.get(text)
+            if done is None:
+                done = self._builtins(text)
+                if len(self._cache) >= _CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[text] = done
+            text = done
+        else:
+            text = self._builtins(text)
         for fn in self._callables:
             text = fn(text)
             if not isinstance(text, str):
                 raise TypeError(f"a redact callable returned {type(text).__name__}, not str")
         return text
 
-    def value(self, value: Any) -> Any:
-        """Redact every string (keys included) of a JSON-like structure of dicts and lists."""
+    def value(self, value: Any, max_chars: int = 0) -> Any:
+        """Redact every string (keys included) of a JSON-like structure of dicts and lists, then
+        cut it to ``max_chars`` (0: no cut). With ``secrets``, a key that names a credential
+        (``{"aws_secret_access_key": …}``, see ``secrets.is_secret_name``) has its whole value
+        replaced, whatever it looks like."""
         if isinstance(value, str):
-            return self(value)
+            return truncate(self(value), max_chars)
         if isinstance(value, dict):
-            return {(self(k) if isinstance(k, str) else k): self.value(v) for k, v in value.items()}
+            out: dict[Any, Any] = {}
+            for k, v in value.items():
+                if isinstance(k, str):
+                    if self._secret_keys and v is not None and not isinstance(v, bool) and is_secret_name(k):
+                        v = _masked(v)
+                    k = truncate(self(k), max_chars)
+                out[k] = self.value(v, max_chars)
+            return out
         if isinstance(value, list):
-            return [self.value(v) for v in value]
+            return [self.value(v, max_chars) for v in value]
         return value
+
+
+def _masked(value: Any) -> Any:
+    """Every scalar under a credential's key becomes the marker (the structure stays)."""
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    return SECRET_MARKER
 
 
 def make_redactor(spec: RedactSpec) -> Redactor | None:
@@ -367,12 +394,14 @@ class PrivacyFilter:
         hash_key: bytes | None = None,
         capture_content: bool = True,
         max_content_chars: int = 16_000,
+        max_attribute_chars: int = 4_096,
     ) -> None:
         self._diag = diagnostics
         self.redactor = redactor
         self._hash_key = hash_key
         self.capture_content = capture_content
         self._max = max_content_chars
+        self._max_attribute = max_attribute_chars
         self._hashes: dict[str, str] = {}
         self._templates: dict[str, str] = {}
 
@@ -385,6 +414,7 @@ class PrivacyFilter:
         hash_user_ids: bytes | str | None = None,
         capture_content: bool = True,
         max_content_chars: int = 16_000,
+        max_attribute_chars: int = 4_096,
     ) -> PrivacyFilter | None:
         """The filter for these options, or None when there is nothing to do (the default)."""
         redactor = make_redactor(redact)
@@ -401,11 +431,13 @@ class PrivacyFilter:
             hash_key=key,
             capture_content=capture_content,
             max_content_chars=max_content_chars,
+            max_attribute_chars=max_attribute_chars,
         )
 
     @property
     def content_margin(self) -> int:
-        """Extra characters the preparer keeps so redaction sees secrets at the cut whole."""
+        """Extra characters the preparer keeps (in texts and in attribute strings) so redaction
+        sees secrets at the cut whole; this filter then cuts to the configured limits."""
         return CONTENT_MARGIN if self.redactor is not None and self._max > 0 else 0
 
     # -- spans (processor thread) -----------------------------------------------------------
@@ -441,19 +473,20 @@ class PrivacyFilter:
             span.session_id = r(span.session_id)
         if span.user_id and self._hash_key is None:
             span.user_id = r(span.user_id)
+        cut = self._max_attribute
         if span.tags:
-            span.tags = [r(t) if isinstance(t, str) else t for t in span.tags]
+            span.tags = [truncate(r(t), cut) if isinstance(t, str) else t for t in span.tags]
         if span.metadata:
             user_id = span.metadata.get("user_id") if self._hash_key is not None else None
-            span.metadata = r.value(span.metadata)
+            span.metadata = r.value(span.metadata, cut)
             if user_id is not None:
                 span.metadata["user_id"] = user_id  # already a keyed hash
         if span.invocation_params:
-            span.invocation_params = r.value(span.invocation_params)
+            span.invocation_params = r.value(span.invocation_params, cut)
         for doc in span.documents or ():
             doc.content = self._content(doc.content)
             if doc.metadata:
-                doc.metadata = r.value(doc.metadata)
+                doc.metadata = r.value(doc.metadata, cut)
             if doc.document_id:
                 doc.document_id = r(doc.document_id)
         template = span.prompt_template

@@ -33,6 +33,7 @@ def check_options(
     open_span_ttl_s: object,
     max_content_chars: object,
     queue_full: object,
+    max_attribute_chars: object = 4_096,
     block_timeout_s: object,
     spool_max_bytes: object,
     write_retry_delays_s: object,
@@ -46,6 +47,7 @@ def check_options(
         ("max_queue_size", max_queue_size),
         ("max_batch_size", max_batch_size),
         ("max_content_chars", max_content_chars),
+        ("max_attribute_chars", max_attribute_chars),
         ("spool_max_bytes", spool_max_bytes),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -2,7 +2,9 @@
 
 A real LangChain RAG chain (prompt template, retriever, chat model, parser), a failing tool,
 user feedback and a judge carry an e-mail address, a phone number, a Luhn-valid card number,
-an ``sk-`` key, a ``Bearer`` token and an IP address through every path that stores text.
+an ``sk-`` key, a ``Bearer`` token and an IP address through every path that stores text; then
+one value of every credential format of ``tests/secret_corpus.py`` does the same, and the raw
+database file, its WAL, the spool, the rows, the metrics and the logs are searched for them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import secret_corpus as corpus
 import sqlalchemy as sa
 from conftest import fetch
 from judge_fakes import scripted
@@ -166,7 +169,7 @@ def test_redaction_keeps_planted_secrets_out_of_store_metrics_logs_and_judge(
     for prompt in judge_llm.prompts:
         assert_clean(prompt, "the judge's prompt")
     rag_prompt = next(p for p in judge_llm.prompts if "Where is my order" in p)
-    assert "[REDACTED:email]" in rag_prompt and "[REDACTED:api_key]" in rag_prompt
+    assert "[REDACTED:email]" in rag_prompt and "[REDACTED:secret]" in rag_prompt
     assert set(stats["handler_errors"]) == {"export:LeakyExporter"}  # nothing else failed
     assert_clean(store_dump(db_url), "the store's rows")
     if db_url.startswith("sqlite"):
@@ -183,16 +186,16 @@ def test_redaction_keeps_planted_secrets_out_of_store_metrics_logs_and_judge(
         "I am [REDACTED:email], phone [REDACTED:phone], card [REDACTED:credit_card]. Where is my order?"
     )
     assert (
-        root["output"] == "Your order ships from [REDACTED:ip]; I used key [REDACTED:api_key] to look it up."
+        root["output"] == "Your order ships from [REDACTED:ip]; I used key [REDACTED:secret] to look it up."
     )
     assert root["tags"] == ["caller:[REDACTED:ip]"] and root["attributes"]["contact"] == "[REDACTED:phone]"
     assert root["user_id"] == "u-1" and root["session_id"] == "s-1"  # ids without secrets stay
     assert root["input_tokens"] is None and spans["UsageFakeChatModel"]["input_tokens"] == 50
     tool_span = spans["lookup_customer"]
     assert tool_span["status"] == "error" and tool_span["error_type"] == "ValueError"
-    assert tool_span["error_message"] == "no customer [REDACTED:email] (key [REDACTED:api_key])"
+    assert tool_span["error_message"] == "no customer [REDACTED:email] (key [REDACTED:secret])"
     (doc,) = fetch(db_url, "retrieved_documents")
-    assert doc["content"] == "Customer record [REDACTED:email], Authorization: Bearer [REDACTED:api_key]"
+    assert doc["content"] == "Customer record [REDACTED:email], Authorization: Bearer [REDACTED:secret]"
     assert doc["attributes"]["owner"] == "[REDACTED:email]" and doc["document_id"] == "kb-1"
     (template,) = [r["template"] for r in fetch(db_url, "prompt_versions")]
     assert "Escalate to [REDACTED:email] if unsure." in template
@@ -313,7 +316,7 @@ def test_the_spool_written_while_the_database_is_locked_holds_no_secret(tmp_path
     finally:
         obs.shutdown()
     assert_clean(store_dump(url), "the store's rows")
-    assert fetch(url, "spans", span_id=trace_id)[0]["output"].endswith("[REDACTED:api_key] to look it up.")
+    assert fetch(url, "spans", span_id=trace_id)[0]["output"].endswith("[REDACTED:secret] to look it up.")
 
 
 @pytest.mark.parametrize(
@@ -353,3 +356,240 @@ def test_llama_index_query_keeps_secrets_out_of_the_store(
         assert "[REDACTED:email]" in llm["input"] and "[REDACTED:email]" in llm["output"]
     else:
         assert all(s["input"] is None and s["output"] is None for s in spans)
+
+
+# -- every credential format (tests/secret_corpus.py) ---------------------------------------------
+
+CORPUS_NEEDLES = corpus.needles()
+AWS_SECRET = corpus.AWS_SECRET_ACCESS_KEY
+CORPUS_ANSWER = (
+    f"Set AWS_SECRET_ACCESS_KEY={AWS_SECRET} and post with {corpus.SLACK_TOKEN}; your token is "
+    f"{corpus.JWT}.\n{corpus.PEM_KEY}"
+)
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    leaked = [n for n in CORPUS_NEEDLES if n in text]
+    assert not leaked, f"{len(leaked)} secret values found in {where}: {leaked[:3]}"
+
+
+class CorpusRetriever(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list:
+        webhook = f"https://hooks.slack.com/services/{corpus.SLACK_WEBHOOK_PATH}"
+        return [
+            Document(
+                page_content=corpus.env_file(),
+                metadata={
+                    "id": "env-1",
+                    "source": corpus.DATABASE_URL,
+                    "token": corpus.JWT,
+                    "password": corpus.DB_PASSWORD,
+                    "notify": webhook,
+                },
+            ),
+            Document(
+                page_content=corpus.prose(), metadata={"id": "chat-2", corpus.NPM_TOKEN: "a key as a key"}
+            ),
+        ]
+
+
+@tool
+def deploy(target: str, api_key: str, connection: str) -> str:
+    """Deploy a service."""
+    raise PermissionError(
+        f"deploy to {target} refused: {connection} / api_key={api_key} / {corpus.GITLAB_TOKEN}"
+    )
+
+
+@tool
+def fetch_config(name: str, headers: dict) -> str:
+    """Fetch a config."""
+    return f"config {name}: STRIPE_SECRET_KEY={corpus.STRIPE_KEY}\n{corpus.OPENSSH_KEY}"
+
+
+class CorpusLeakyExporter(LeakyExporter):
+    def export(self, spans: Any) -> None:
+        raise RuntimeError(
+            f"sink rejected {corpus.DATABASE_URL} signed with {corpus.AWS_ACCESS_KEY_ID} / {AWS_SECRET}"
+        )
+
+
+def run_corpus(obs: LLMObs, flush_timeout: float = 10.0) -> str:
+    """Every format through every path that stores text: chain input and output, a prompt
+    template, metadata keys and values, tags, invocation parameters, tool arguments and results,
+    a tool's error message, retrieved documents (content and metadata), a feedback comment."""
+    prompt = ChatPromptTemplate.from_messages(
+        [
+            ("system", f"Refunds use {corpus.STRIPE_KEY}."),
+            ("human", "Context: {context}\nQuestion: {question}"),
+        ]
+    )
+    model = chat(ai(CORPUS_ANSWER, 80, 40)).bind(
+        openai_api_key=corpus.OPENAI_KEY, region_token=corpus.SERVICE_TOKEN
+    )
+    chain = RunnableParallel(context=CorpusRetriever(), question=RunnablePassthrough()) | prompt | model
+    run_id = uuid.uuid4()
+    config = {
+        "callbacks": [obs.langchain_handler()],
+        "run_id": run_id,
+        "tags": [f"hf:{corpus.HUGGINGFACE_TOKEN}"],
+        "metadata": {
+            "user_id": "u-1",
+            "aws_secret_access_key": AWS_SECRET,
+            "stripeApiKey": corpus.CAMEL_API_KEY,
+            "deploy_note": f"DB_PASSWORD={corpus.ENV_PASSWORD}",
+            corpus.GOOGLE_API_KEY: "a key as a key",
+            "db": corpus.DATABASE_URL,
+        },
+    }
+    answer = chain.invoke(corpus.prose(), config=config)
+    assert answer.content == CORPUS_ANSWER  # the app's own result is untouched
+    handler = {"callbacks": [obs.langchain_handler()]}
+    with pytest.raises(PermissionError, match="refused"):
+        deploy.invoke(
+            {
+                "target": "prod",
+                "api_key": corpus.HEADER_API_KEY,
+                "connection": corpus.AZURE_CONNECTION_STRING,
+            },
+            config=handler,
+        )
+    headers = {"Authorization": f"Bearer {corpus.SERVICE_TOKEN}", "X-Api-Key": corpus.CAMEL_API_KEY}
+    fetch_config.invoke({"name": "billing", "headers": headers}, config=handler)
+    obs.feedback(run_id, 0.0, comment=f"it printed {corpus.SENDGRID_KEY} and {corpus.NPM_TOKEN}!")
+    obs.flush(timeout=flush_timeout)
+    return str(run_id)
+
+
+def test_every_credential_format_stays_out_of_the_database_file_wal_metrics_and_logs(
+    db_url: str, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    reg = CollectorRegistry()
+    caplog.set_level(logging.DEBUG, logger="llmobs_callbacks")
+    spool = tmp_path / "spool"
+    obs = LLMObs(
+        db_url, redact=True, exporters=[CorpusLeakyExporter()], prometheus_registry=reg, spool_dir=spool
+    )
+    try:
+        trace_id = run_corpus(obs)
+        assert obs.flush()
+        if db_url.startswith("sqlite"):
+            files = sqlite_files(db_url)
+            assert any(name.endswith("-wal") for name in files)  # the WAL is scanned too
+            for name, data in files.items():
+                assert_no_secret(data.decode("utf-8", "replace"), name)
+        exposition = generate_openmetrics(reg).decode()
+    finally:
+        obs.shutdown()
+    spooled = [p for p in spool.rglob("*") if p.is_file()] if spool.exists() else []
+    for path in spooled:
+        assert_no_secret(path.read_bytes().decode("utf-8", "replace"), f"the spool ({path.name})")
+    assert_no_secret(store_dump(db_url), "the store's rows")
+    assert 'trace_id="' in exposition
+    assert_no_secret(exposition, "the OpenMetrics exposition")
+    assert "RuntimeError" in caplog.text and "export:CorpusLeakyExporter" in caplog.text
+    assert_no_secret(caplog.text, "the logs")
+    # Markers where the secrets were; the text around them kept.
+    spans = fetch(db_url, "spans", trace_id=trace_id)
+    root = next(s for s in spans if s["parent_span_id"] is None)
+    assert root["input"].startswith("Here is my key [REDACTED:secret] and the old one [REDACTED:secret];")
+    assert "export AWS_SECRET_ACCESS_KEY=[REDACTED:secret]\napi-key: [REDACTED:secret]\n" in root["input"]
+    assert "postgresql://orders_app:[REDACTED:secret]@db.internal.example:5432/orders" in root["input"]
+    assert root["tags"] == ["hf:[REDACTED:secret]"]
+    attributes = root["attributes"]
+    assert attributes["aws_secret_access_key"] == attributes["stripeApiKey"] == "[REDACTED:secret]"
+    assert attributes["deploy_note"] == "DB_PASSWORD=[REDACTED:secret]"
+    assert attributes["[REDACTED:secret]"] == "a key as a key" and attributes["user_id"] == "u-1"
+    llm = next(s for s in spans if s["kind"] == "llm")
+    assert (
+        '"content":"Set AWS_SECRET_ACCESS_KEY=[REDACTED:secret] and post with [REDACTED:secret];'
+        in llm["output"]
+    )
+    assert llm["attributes"]["invocation_params"]["openai_api_key"] == "[REDACTED:secret]"
+    assert llm["attributes"]["invocation_params"]["region_token"] == "[REDACTED:secret]"
+    assert llm["input_tokens"] == 80  # tokens and cost stay
+    docs = {d["document_id"]: d for d in fetch(db_url, "retrieved_documents", trace_id=trace_id)}
+    assert docs["env-1"]["content"].startswith("AWS_ACCESS_KEY_ID=[REDACTED:secret]\n")
+    assert (
+        docs["env-1"]["attributes"]["source"]
+        == "postgresql://orders_app:[REDACTED:secret]@db.internal.example:5432/orders"
+    )
+    assert (
+        docs["env-1"]["attributes"]["password"] == docs["env-1"]["attributes"]["token"] == "[REDACTED:secret]"
+    )
+    tools = {s["name"]: s for s in fetch(db_url, "spans") if s["kind"] == "tool"}
+    assert tools["deploy"]["error_type"] == "PermissionError"
+    assert tools["deploy"]["error_message"].startswith(
+        "deploy to prod refused: DefaultEndpointsProtocol=https;"
+    )
+    assert '"api_key":"[REDACTED:secret]"' in tools["deploy"]["input"]
+    assert "Bearer [REDACTED:secret]" in tools["fetch_config"]["input"]
+    (template,) = [r["template"] for r in fetch(db_url, "prompt_versions")]
+    assert "Refunds use [REDACTED:secret]." in template
+    (feedback,) = fetch(db_url, "scores", trace_id=trace_id)
+    assert feedback["comment"] == "it printed [REDACTED:secret] and [REDACTED:secret]!"
+
+
+def test_every_credential_format_stays_out_of_the_spool_while_the_database_is_locked(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    url = f"sqlite:///{path}"
+    obs = LLMObs(
+        url,
+        redact=True,
+        prometheus_registry=None,
+        spool_dir=tmp_path / "spool",
+        database_timeout_s=0.2,
+        write_retry_delays_s=(0.05,),
+        replay_interval_s=0.5,
+    )
+    locker = sqlite3.connect(path, timeout=5, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        trace_id = run_corpus(obs, flush_timeout=1.0)
+        spooled = b"".join(p.read_bytes() for p in (tmp_path / "spool").rglob("*") if p.is_file())
+        assert trace_id.encode() in spooled and b"[REDACTED:secret]" in spooled
+        assert_no_secret(spooled.decode("utf-8", "replace"), "the spool")
+    finally:
+        locker.execute("COMMIT")
+        locker.close()
+    try:
+        assert obs.flush(timeout=30)
+    finally:
+        obs.shutdown()
+    assert_no_secret(store_dump(url), "the store's rows")
+    for name, data in sqlite_files(url).items():
+        assert_no_secret(data.decode("utf-8", "replace"), name)
+
+
+def test_llama_index_query_keeps_every_credential_format_out_of_the_store(
+    db_url: str, li_settings: None, clean_dispatcher: None
+) -> None:
+    with LLMObs(db_url, prometheus_registry=None, redact=True) as obs:
+        handle = obs.instrument_llama_index()
+        try:
+            index = VectorStoreIndex.from_documents(
+                [
+                    LIDocument(
+                        text=corpus.env_file(),
+                        id_="env-1",
+                        metadata={"token": corpus.JWT, "owner_password": corpus.DB_PASSWORD},
+                    )
+                ],
+                embed_model=MockEmbedding(embed_dim=8),
+            )
+            # MockLLM echoes its prompt: the output carries the retrieved text and the question
+            response = index.as_query_engine(llm=MockLLM()).query(corpus.prose())
+        finally:
+            handle.close()
+        assert AWS_SECRET in str(response)  # the app's own result is untouched
+        assert obs.flush()
+        files = sqlite_files(db_url) if db_url.startswith("sqlite") else {}
+    for name, data in files.items():
+        assert_no_secret(data.decode("utf-8", "replace"), name)
+    assert_no_secret(store_dump(db_url), "the store's rows")
+    spans = fetch(db_url, "spans")
+    llm = next(s for s in spans if s["kind"] == "llm")
+    assert "AWS_SECRET_ACCESS_KEY=[REDACTED:secret]" in llm["input"]
+    assert "owner_password: [REDACTED:secret]" in llm["output"]
+    (doc,) = [d for d in fetch(db_url, "retrieved_documents") if d["content"]]
+    assert "DB_PASSWORD=[REDACTED:secret]" in doc["content"]
