@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ SPANS = SpanRow.__table__
 DOCS = RetrievedDocumentRow.__table__
 SCORES = ScoreRow.__table__
 BRANCHES = BranchDecisionRow.__table__
+CLOCK_STEP_MARGIN = timedelta(minutes=5)
 _LLM = sa.literal_column("'llm'")  # rendered inline: a partial index on kind = 'llm' matches it
 
 REQUEST_COLUMNS = (
@@ -162,6 +163,11 @@ def requests_query(
     if any(f is not None for f in root_filters):
         # Only the LLM calls of the requests in the window, not every call in the store.
         calls = calls.where(c.trace_id.in_(roots_query(*root_filters, include_internal=include_internal)))
+    if since is not None:
+        # A request's calls start after its root: the planners then read only the window's calls
+        # (PostgreSQL otherwise scans the window's roots once per parallel worker). The margin
+        # keeps a call whose clock stepped back a little behind its root.
+        calls = calls.where(c.start_time >= bind_time(parse_time(since) - CLOCK_STEP_MARGIN))
     calls = calls.subquery("calls")
     k = calls.c
 
