@@ -419,3 +419,102 @@ def sessions_query(
     if offset:
         query = query.offset(offset)
     return query
+
+
+# -- the UI's pages of requests: the newest first, computed per shown row ------------------------
+
+
+def trace_page_query(
+    where: TraceFilter = TraceFilter(),
+    *,
+    sort: str = "time",
+    descending: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+) -> sa.Select:
+    """The rows of ``trace_list_query`` (same columns, same filters, same order), computed for
+    the shown page only: the roots are walked in start-time order (the roots' index) and each
+    one's LLM sums and first call are looked up in the LLM calls' index, so the first page of a
+    million-span store costs a few hundred index lookups instead of aggregating every call.
+    Sorting by cost or tokens needs every request's sums: that is ``trace_list_query``."""
+    if sort in ("cost", "tokens"):
+        return trace_list_query(where, sort=sort, descending=descending, limit=limit, offset=offset)
+    if sort not in TRACE_SORTS:
+        raise ValueError(f"sort must be one of: {', '.join(TRACE_SORTS)}")
+    root = SPANS.alias("root")
+    r = root.c
+    llm = SPANS.alias("call")
+    k = llm.c
+    of_root = (k.trace_id == r.trace_id, k.kind == _LLM)
+    unpriced = sa.and_(
+        k.cost_usd.is_(None), sa.or_(k.input_tokens.is_not(None), k.output_tokens.is_not(None))
+    )
+
+    def total(expr: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(expr).where(*of_root).scalar_subquery()
+
+    def first(column: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(column).where(*of_root).order_by(k.start_time, k.span_id).limit(1).scalar_subquery()
+
+    input_tokens = sa.func.coalesce(total(sa.func.sum(k.input_tokens)), 0)
+    output_tokens = sa.func.coalesce(total(sa.func.sum(k.output_tokens)), 0)
+    first_version = first(k.prompt_version)
+    version = sa.func.coalesce(r.prompt_version, first_version)
+    prompt = sa.case((r.prompt_version.is_not(None), r.prompt_name), else_=first(k.prompt_name))
+    model = first(k.model)
+    cost = total(sa.func.sum(k.cost_usd))
+    query = sa.select(
+        r.trace_id,
+        r.name,
+        r.start_time,
+        r.latency_ms,
+        first(k.ttft_ms).label("ttft_ms"),
+        r.status,
+        r.error_type,
+        input_tokens.label("input_tokens"),
+        output_tokens.label("output_tokens"),
+        (input_tokens + output_tokens).label("tokens"),
+        cost.label("cost_usd"),
+        total(sa.func.count()).label("llm_calls"),
+        sa.func.coalesce(total(sa.func.sum(sa.case((unpriced, 1), else_=0))), 0).label("unpriced_calls"),
+        total(sa.func.max(sa.case((unpriced, k.model)))).label("unpriced_model"),
+        prompt.label("prompt_name"),
+        version.label("prompt_version"),
+        model.label("model"),
+        r.session_id,
+        r.user_id,
+        r.internal,
+    ).where(r.parent_span_id.is_(None), *time_range(r.start_time, where.since, where.until))
+    if not where.include_internal:
+        query = query.where(user_facing(r.internal))
+    query = where_equal(
+        query,
+        (r.name, where.name),
+        (r.status, where.status),
+        (r.session_id, where.session_id),
+        (r.user_id, where.user_id),
+        (version, where.prompt_version),
+        (model, where.model),
+    )
+    if where.min_cost is not None:
+        query = query.where(cost >= where.min_cost)
+    if where.min_latency_ms is not None:
+        query = query.where(r.latency_ms >= where.min_latency_ms)
+    if where.search:
+        s = SPANS.alias("found").c
+        text = where.search
+        matches = sa.or_(
+            s.input.icontains(text, autoescape=True),
+            s.output.icontains(text, autoescape=True),
+            s.error_message.icontains(text, autoescape=True),
+        )
+        query = query.where(sa.exists().where(s.trace_id == r.trace_id, matches))
+    if sort == "time":
+        order = [r.start_time.desc() if descending else r.start_time.asc()]
+    else:
+        key = r.latency_ms.desc() if descending else r.latency_ms.asc()
+        order = [key.nulls_last()]
+    query = query.order_by(*order, r.start_time.desc(), r.trace_id).limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return query

@@ -209,3 +209,95 @@ class UIContext:
 def context(request: Request) -> UIContext:
     """The ``UIContext`` of the app serving ``request``."""
     return request.app.state.ctx
+
+
+# -- the trace list's query string (pages and API share it) ---------------------------------------
+
+PAGE_SIZE = 50
+MAX_LIMIT = 500
+SORTS = ("time", "latency", "cost", "tokens")
+STATUSES = ("ok", "error")
+TRACE_PARAMS = ("since", "until", "range", "prompt_version", "model", "status", "session", "user", "search")
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """``/traces`` and ``/api/traces`` query parameters, checked."""
+
+    where: Any  # queries.TraceFilter
+    sort: str
+    descending: bool
+    page: int  # 1-based
+    limit: int
+    params: dict[str, str]  # the non-empty filter parameters as given (for links)
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+    def link(self, **changes: Any) -> str:
+        """The query string of this list with ``changes`` (None drops a parameter)."""
+        from urllib.parse import urlencode
+
+        values: dict[str, Any] = dict(self.params)
+        if self.sort != "time":
+            values["sort"] = self.sort
+        if not self.descending:
+            values["order"] = "asc"
+        if self.page != 1:
+            values["page"] = str(self.page)
+        for key, value in changes.items():
+            if value is None:
+                values.pop(key, None)
+            else:
+                values[key] = str(value)
+        return urlencode(values)
+
+
+def _int_param(q: Any, key: str, default: int, low: int, high: int) -> int:
+    raw = (q.get(key) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(f"{key}={raw!r}: expected a whole number") from None
+    if not low <= value <= high:
+        raise BadParameter(f"{key}={value}: expected {low} to {high}")
+    return value
+
+
+def parse_trace_query(request: Request, *, max_limit: int = MAX_LIMIT) -> TraceQuery:
+    """The filters, sort and page of a trace list; ``BadParameter`` (one line) for a bad value."""
+    from ..analysis.queries import TraceFilter
+
+    q = request.query_params
+    window = parse_range(request)
+
+    def text(key: str) -> str | None:
+        value = (q.get(key) or "").strip()
+        return value or None
+
+    status = text("status")
+    if status is not None and status not in STATUSES:
+        raise BadParameter(f"status={status!r}: expected ok or error")
+    sort = text("sort") or "time"
+    if sort not in SORTS:
+        raise BadParameter(f"sort={sort!r}: expected one of {', '.join(SORTS)}")
+    order = text("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise BadParameter(f"order={order!r}: expected asc or desc")
+    page = _int_param(q, "page", 1, 1, 1_000_000)
+    limit = _int_param(q, "limit", PAGE_SIZE, 1, max_limit)
+    where = TraceFilter(
+        since=window.since,
+        until=window.until,
+        prompt_version=text("prompt_version"),
+        model=text("model"),
+        status=status,
+        session_id=text("session"),
+        user_id=text("user"),
+        search=text("search"),
+    )
+    params = {k: v for k in TRACE_PARAMS if (v := (q.get(k) or "").strip())}
+    return TraceQuery(where, sort, order == "desc", page, limit, params)
