@@ -1,0 +1,766 @@
+"""The reads behind the overview, sessions, prompts, anomalies and gate pages.
+
+Everything is built on ``analysis``: requests are ``queries.requests_query`` rows (the one
+definition of a request), grouped in SQL by time bucket, prompt version and model; only the
+latency percentiles need per-request values (SQLite has no percentile aggregate), and they read
+three narrow columns of the window's requests. No function here writes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..analysis.queries import (
+    BRANCHES,
+    DOCS,
+    SCORES,
+    SPANS,
+    bind_time,
+    current_score,
+    requests_query,
+    user_facing,
+)
+from ..analysis.store import TraceStore
+from .data import RANGES, TimeRange, as_datetime, isotime, shorttime
+
+NONE = "(none)"
+# Bucket sizes (seconds) a chart may use: the smallest giving at most MAX_BUCKETS points.
+STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+MAX_BUCKETS = 120
+DEFAULT_RANGE = "24h"
+
+
+# -- the window ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The overview's time window ``[since, until)`` with its bucket size and a note saying why
+    it is not "the last <range> up to now" when it is not."""
+
+    since: datetime
+    until: datetime
+    step_s: int
+    range: str  # "1h" … "30d" or "custom"
+    note: str = ""
+
+    def params(self) -> dict[str, str]:
+        """Query parameters that reproduce this exact window (for chart data and links)."""
+        return {"range": "custom", "since": isotime(self.since), "until": isotime(self.until)}
+
+    @property
+    def label(self) -> str:
+        return f"{shorttime(self.since)} – {shorttime(self.until)} UTC"
+
+
+def newest_request(store: TraceStore) -> datetime | None:
+    """Start time of the newest request (the roots' partial index answers it)."""
+    r = SPANS.c
+    query = sa.select(sa.func.max(r.start_time)).where(r.parent_span_id.is_(None), user_facing(r.internal))
+    with store.engine.connect() as conn:
+        return as_datetime(conn.execute(query).scalar())
+
+
+def step_for(span: timedelta) -> int:
+    seconds = max(span.total_seconds(), 1.0)
+    for step in STEPS:
+        if seconds / step <= MAX_BUCKETS:
+            return step
+    return STEPS[-1]
+
+
+def choose_window(tr: TimeRange, newest: datetime | None, now: datetime | None = None) -> Window:
+    """The window to show for the picker's ``tr``. A preset (default 24 h) ends now, unless the
+    store has no request in it: then it ends at the newest request (an idle or old store still
+    shows its last stretch of traffic), and ``note`` says so. Custom bounds are taken as given
+    (a missing bound: 24 h from the other one, or up to now)."""
+    now = now or datetime.now(timezone.utc)
+    name = tr.range or DEFAULT_RANGE
+    if name in RANGES:
+        length = RANGES[name]
+        until, note = now, ""
+        if newest is not None and newest < now - length:
+            until = newest + timedelta(seconds=1)
+            note = (
+                f"No requests in the last {name}: showing the {name} up to the newest request "
+                f"({shorttime(newest)} UTC)."
+            )
+        return Window(until - length, until, step_for(length), name, note)
+    until = tr.until or now
+    since = tr.since or until - timedelta(hours=24)
+    return Window(since, until, step_for(until - since), "custom")
+
+
+# -- SQL helpers --------------------------------------------------------------------------------
+
+
+def epoch_bucket(column: sa.ColumnElement, step_s: int, dialect: str) -> sa.ColumnElement:
+    """The column's time floored to ``step_s`` seconds, as epoch seconds (an integer); times are
+    stored as UTC on both dialects."""
+    if dialect == "sqlite":
+        seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
+        return (seconds / step_s) * step_s  # integer division
+    seconds = sa.func.extract("epoch", column)
+    return sa.cast(sa.func.floor(seconds / step_s) * step_s, sa.BigInteger)
+
+
+def _rows(store: TraceStore, query: sa.Select) -> list[sa.Row]:
+    with store.engine.connect() as conn:
+        return list(conn.execute(query))
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def _requests(window: Window, **filters: Any) -> sa.Subquery:
+    return requests_query(window.since, window.until, **filters).order_by(None).subquery("req")
+
+
+def percentile(values: list[float] | np.ndarray, q: float) -> float | None:
+    """Linear-interpolated percentile (as numpy and ``TraceStore.summary``); None when empty."""
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype="float64")
+    return float(np.percentile(arr, q)) if arr.size else None
+
+
+# -- overview -----------------------------------------------------------------------------------
+
+
+@dataclass
+class VersionStats:
+    version: str
+    requests: int = 0
+    errors: int = 0
+    cost_usd: float | None = None
+    tokens: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p95_ms: float | None = None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def cost_per_request(self) -> float | None:
+        return None if self.cost_usd is None or not self.requests else self.cost_usd / self.requests
+
+
+@dataclass
+class Traffic:
+    """Requests of the window, grouped in SQL by bucket × prompt version × model."""
+
+    buckets: list[int]  # epoch seconds of every bucket of the window (empty ones included)
+    rows: list[dict[str, Any]]  # t, version, model, requests, errors, cost, tokens
+    versions: dict[str, VersionStats] = field(default_factory=dict)
+    latency_by_bucket: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    ttft_by_bucket: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> VersionStats:
+        out = VersionStats("all")
+        for v in self.versions.values():
+            out.requests += v.requests
+            out.errors += v.errors
+            out.tokens += v.tokens
+            if v.cost_usd is not None:
+                out.cost_usd = (out.cost_usd or 0.0) + v.cost_usd
+        return out
+
+
+def traffic(store: TraceStore, window: Window) -> Traffic:
+    """Counts, errors, cost and tokens per bucket, version and model (one grouped query), and
+    latency / TTFT percentiles per version (one narrow read of the window's requests)."""
+    dialect = store.engine.dialect.name
+    req = _requests(window)
+    t = epoch_bucket(req.c.start_time, window.step_s, dialect).label("bucket")
+    version = sa.func.coalesce(req.c.prompt_version, NONE).label("version")
+    model = sa.func.coalesce(req.c.model, NONE).label("model")
+    grouped = sa.select(
+        t,
+        version,
+        model,
+        sa.func.count().label("requests"),
+        sa.func.sum(sa.case((req.c.status == "error", 1), else_=0)).label("errors"),
+        sa.func.sum(req.c.cost_usd).label("cost"),
+        sa.func.sum(req.c.tokens).label("tokens"),
+    ).group_by(t, version, model)
+    rows = [
+        {
+            "t": int(r.bucket),
+            "version": r.version,
+            "model": r.model,
+            "requests": int(r.requests),
+            "errors": int(r.errors or 0),
+            "cost": _num(r.cost),
+            "tokens": int(r.tokens or 0),
+        }
+        for r in _rows(store, grouped)
+    ]
+    first = int(window.since.timestamp()) // window.step_s * window.step_s
+    last = int(window.until.timestamp() - 1e-6) // window.step_s * window.step_s
+    out = Traffic(list(range(first, last + 1, window.step_s)), rows)
+    for r in rows:
+        v = out.versions.setdefault(r["version"], VersionStats(r["version"]))
+        v.requests += r["requests"]
+        v.errors += r["errors"]
+        v.tokens += r["tokens"]
+        if r["cost"] is not None:
+            v.cost_usd = (v.cost_usd or 0.0) + r["cost"]
+    # Percentiles need the values: three narrow columns per request of the window.
+    values = sa.select(t, version, req.c.latency_ms, req.c.ttft_ms)
+    latency: dict[str, list[float]] = defaultdict(list)
+    ttft: dict[str, list[float]] = defaultdict(list)
+    for r in _rows(store, values):
+        if r.latency_ms is not None:
+            latency[r.version].append(float(r.latency_ms))
+            out.latency_by_bucket.setdefault((int(r.bucket), r.version), []).append(float(r.latency_ms))
+        if r.ttft_ms is not None:
+            ttft[r.version].append(float(r.ttft_ms))
+            out.ttft_by_bucket.setdefault((int(r.bucket), r.version), []).append(float(r.ttft_ms))
+    for name, v in out.versions.items():
+        v.p50_ms, v.p95_ms, v.p99_ms = (percentile(latency[name], q) for q in (50, 95, 99))
+        v.ttft_p50_ms, v.ttft_p95_ms = (percentile(ttft[name], q) for q in (50, 95))
+    return out
+
+
+def _series(buckets: list[int], points: dict[tuple[int, str], float], labels: list[str]) -> list[dict]:
+    """One series per label over ``buckets``; a bucket without a point is null (a gap)."""
+    return [{"label": label, "values": [points.get((b, label)) for b in buckets]} for label in labels]
+
+
+def _chart(
+    chart_id: str, title: str, unit: str, x: list[int], series: list[dict], kind: str = "line"
+) -> dict:
+    return {"id": chart_id, "title": title, "unit": unit, "kind": kind, "x": x, "series": series}
+
+
+def overview_charts(store: TraceStore, window: Window, data: Traffic | None = None) -> dict[str, Any]:
+    """Every time-series chart of the overview as JSON for ``static/charts.js``."""
+    data = data or traffic(store, window)
+    x = data.buckets
+    versions = sorted(data.versions)
+    sums: dict[str, dict[tuple[int, str], float]] = defaultdict(lambda: defaultdict(float))
+    models: set[str] = set()
+    per_bucket: dict[int, int] = defaultdict(int)
+    for r in data.rows:
+        key = (r["t"], r["version"])
+        sums["requests"][key] += r["requests"]
+        sums["errors"][key] += r["errors"]
+        sums["cost"][key] += r["cost"] or 0.0
+        sums["tokens"][key] += r["tokens"]
+        sums["model"][(r["t"], r["model"])] += r["requests"]
+        models.add(r["model"])
+        per_bucket[r["t"]] += r["requests"]
+
+    def zero_filled(metric: str) -> list[dict]:
+        return [{"label": v, "values": [sums[metric].get((b, v), 0) for b in x]} for v in versions]
+
+    def share(metric: str, labels: list[str]) -> list[dict]:
+        return [
+            {
+                "label": label,
+                "values": [
+                    (sums[metric].get((b, label), 0) / per_bucket[b]) if per_bucket.get(b) else None
+                    for b in x
+                ],
+            }
+            for label in labels
+        ]
+
+    p95 = {k: percentile(v, 95) for k, v in data.latency_by_bucket.items()}
+    ttft = {k: percentile(v, 50) for k, v in data.ttft_by_bucket.items()}
+    charts = [
+        _chart("requests", "Requests per prompt version", "requests", x, zero_filled("requests"), "bars"),
+        _chart("errors", "Errors per prompt version", "errors", x, zero_filled("errors"), "bars"),
+        _chart("cost", "Cost per prompt version", "usd", x, zero_filled("cost"), "bars"),
+        _chart("tokens", "Tokens per prompt version", "tokens", x, zero_filled("tokens"), "bars"),
+        _chart("latency", "p95 latency per prompt version", "ms", x, _series(x, p95, versions)),
+        _chart("ttft", "Time to first token (p50) per prompt version", "ms", x, _series(x, ttft, versions)),
+        _chart(
+            "adoption", "Prompt-version adoption (share of requests)", "share", x, share("requests", versions)
+        ),
+        _chart("models", "Model adoption (share of requests)", "share", x, share("model", sorted(models))),
+    ]
+    return {
+        "since": isotime(window.since),
+        "until": isotime(window.until),
+        "step_s": window.step_s,
+        "charts": {c["id"]: c for c in charts},
+    }
+
+
+@dataclass
+class BranchMix:
+    graph: str
+    from_node: str
+    total: int
+    routes: list[tuple[str, int, float]]  # to_node, count, share of this (graph, from_node)
+
+
+def branch_mix(store: TraceStore, window: Window) -> list[BranchMix]:
+    """Routing decisions per graph and node, counted in SQL; shares are within each (graph,
+    from_node): decisions of different graphs are never added up."""
+    c = BRANCHES.c
+    query = (
+        sa.select(c.graph, c.from_node, c.to_node, sa.func.count().label("n"))
+        .where(c.created_at >= bind_time(window.since), c.created_at < bind_time(window.until))
+        .group_by(c.graph, c.from_node, c.to_node)
+        .order_by(c.graph, c.from_node, c.to_node)
+    )
+    groups: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    for r in _rows(store, query):
+        groups[(r.graph, r.from_node)].append((r.to_node, int(r.n)))
+    out = []
+    for (graph, node), routes in groups.items():
+        total = sum(n for _, n in routes)
+        ordered = sorted(routes, key=lambda item: -item[1])
+        out.append(BranchMix(graph, node, total, [(to, n, n / total) for to, n in ordered]))
+    return out
+
+
+@dataclass
+class ToolStats:
+    name: str
+    calls: int
+    failures: int
+    p95_ms: float | None = None
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.calls if self.calls else 0.0
+
+
+def tool_usage(store: TraceStore, window: Window) -> list[ToolStats]:
+    """Calls and failures per tool in the window (users' requests only)."""
+    s = SPANS.c
+    query = (
+        sa.select(
+            s.name,
+            sa.func.count().label("calls"),
+            sa.func.sum(sa.case((s.status == "error", 1), else_=0)).label("failures"),
+            sa.func.max(s.latency_ms).label("max_ms"),
+        )
+        .where(
+            s.kind == "tool",
+            s.start_time >= bind_time(window.since),
+            s.start_time < bind_time(window.until),
+            user_facing(s.internal),
+        )
+        .group_by(s.name)
+        .order_by(sa.func.count().desc(), s.name)
+    )
+    return [ToolStats(r.name, int(r.calls), int(r.failures or 0)) for r in _rows(store, query)]
+
+
+@dataclass
+class RetrievalStats:
+    name: str
+    retrievals: int
+    empty: int
+
+    @property
+    def empty_rate(self) -> float:
+        return self.empty / self.retrievals if self.retrievals else 0.0
+
+
+def retrieval_empty(store: TraceStore, window: Window) -> list[RetrievalStats]:
+    """Per retriever: successful retrievals and those that returned no document (the anomaly
+    detector's definition of an empty retrieval)."""
+    s = SPANS.c
+    has_docs = sa.exists().where(DOCS.c.span_id == s.span_id)
+    query = (
+        sa.select(
+            s.name,
+            sa.func.count().label("n"),
+            sa.func.sum(sa.case((has_docs, 0), else_=1)).label("empty"),
+        )
+        .where(
+            s.kind == "retriever",
+            s.status == "ok",
+            s.start_time >= bind_time(window.since),
+            s.start_time < bind_time(window.until),
+            user_facing(s.internal),
+        )
+        .group_by(s.name)
+        .order_by(s.name)
+    )
+    return [RetrievalStats(r.name, int(r.n), int(r.empty or 0)) for r in _rows(store, query)]
+
+
+@dataclass
+class QualityRow:
+    version: str
+    source: str  # judge / user / rule
+    name: str
+    mean: float
+    count: int
+
+
+@dataclass
+class Quality:
+    """Score means per version, split by scale: scores whose values stay within 0..1 are not
+    drawn on the axis of 1-5 ratings."""
+
+    scales: dict[str, list[QualityRow]]  # "0-1", "1-5", "other" → rows
+    names: dict[str, str]  # score name → its scale
+
+
+def scale_of(low: float, high: float) -> str:
+    if low >= 0 and high <= 1:
+        return "0-1"
+    if low >= 0 and high <= 5:
+        return "1-5"
+    return "other"
+
+
+def quality(store: TraceStore, window: Window) -> Quality:
+    """Means of the current scores (judge, feedback, rules) of the window's requests per prompt
+    version and score; a score name's scale comes from its values in the window."""
+    req = _requests(window)
+    c = SCORES.c
+    version = sa.func.coalesce(req.c.prompt_version, NONE).label("version")
+    query = (
+        sa.select(
+            version,
+            c.source,
+            c.name,
+            sa.func.avg(c.value).label("mean"),
+            sa.func.count().label("n"),
+            sa.func.min(c.value).label("low"),
+            sa.func.max(c.value).label("high"),
+        )
+        .select_from(SCORES.join(req, req.c.trace_id == c.trace_id))
+        .where(c.value.is_not(None), current_score())
+        .group_by(version, c.source, c.name)
+        .order_by(c.source, c.name, version)
+    )
+    rows = _rows(store, query)
+    bounds: dict[str, list[float]] = {}
+    for r in rows:
+        low, high = bounds.get(r.name, [math.inf, -math.inf])
+        bounds[r.name] = [min(low, float(r.low)), max(high, float(r.high))]
+    names = {name: scale_of(*b) for name, b in bounds.items()}
+    scales: dict[str, list[QualityRow]] = defaultdict(list)
+    for r in rows:
+        scales[names[r.name]].append(QualityRow(r.version, r.source, r.name, float(r.mean), int(r.n)))
+    return Quality(dict(scales), names)
+
+
+def spend_per_day(store: TraceStore, window: Window) -> list[tuple[str, float]]:
+    """Priced spend per UTC day (LLM and judge calls: what a budget counts) over the window, at
+    least its last 7 days."""
+    dialect = store.engine.dialect.name
+    since = min(window.since, window.until - timedelta(days=7))
+    s = SPANS.c
+    day = epoch_bucket(s.start_time, 86400, dialect).label("day")
+    query = (
+        sa.select(day, sa.func.sum(s.cost_usd).label("cost"))
+        .where(
+            s.cost_usd.is_not(None), s.start_time >= bind_time(since), s.start_time < bind_time(window.until)
+        )
+        .group_by(day)
+        .order_by(day)
+    )
+    out = []
+    for r in _rows(store, query):
+        date = datetime.fromtimestamp(int(r.day), tz=timezone.utc).strftime("%Y-%m-%d")
+        out.append((date, float(r.cost or 0.0)))
+    return out
+
+
+def anomalies_at(store: TraceStore, now: datetime, window: str = "1h", baseline: str = "24h") -> list[Any]:
+    """``TraceStore.anomalies`` at ``now`` (most severe first)."""
+    return store.anomalies(now=now, window=window, baseline=baseline)
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+_INPUT_KEYS = ("question", "input", "query", "query_str", "message", "prompt", "text", "content")
+_OUTPUT_KEYS = ("answer", "output", "response", "result", "text", "content", "generation")
+
+
+def _from_messages(items: list[Any], want_human: bool) -> str | None:
+    """The last human (or AI) message's content of a chat message list."""
+    picked = None
+    for m in items:
+        if not isinstance(m, dict):
+            continue
+        role = str(m.get("role") or m.get("type") or "").lower()
+        human = role in ("human", "user")
+        ai = role in ("ai", "assistant")
+        if (want_human and human) or (not want_human and ai):
+            picked = m.get("content")
+    return None if picked is None else str(picked)
+
+
+def message_text(raw: Any, keys: tuple[str, ...], want_human: bool) -> str | None:
+    """What a person would read from a stored input or output: the question (or answer) field
+    of a JSON object, the last human (or AI) message of a message list, else the text as is.
+    None when the content was not captured."""
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return None
+    text = str(raw)
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError):
+        return text
+    for _ in range(3):  # {"input": {"messages": [...]}} and the like
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            found = _from_messages(value, want_human)
+            return found if found is not None else text
+        if not isinstance(value, dict):
+            return text
+        if isinstance(value.get("messages"), list):
+            found = _from_messages(value["messages"], want_human)
+            if found is not None:
+                return found
+        nested = next((value[k] for k in keys if k in value and value[k] not in (None, "")), None)
+        if nested is None:
+            return text
+        value = nested
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class Turn:
+    trace_id: str
+    start_time: datetime | None
+    question: str | None
+    answer: str | None
+    latency_ms: float | None
+    cost_usd: float | None
+    tokens: int
+    status: str
+    error_type: str | None
+    prompt_version: str | None
+    feedback: list[tuple[float, str | None]]  # (value, comment) of current user scores
+
+
+def session_turns(store: TraceStore, session_id: str) -> list[Turn]:
+    """A conversation turn by turn (``TraceStore.session``) with each turn's user feedback."""
+    frame = store.session(session_id)
+    if frame.empty:
+        return []
+    ids = [str(v) for v in frame["trace_id"]]
+    c = SCORES.c
+    feedback: dict[str, list[tuple[float, str | None]]] = defaultdict(list)
+    query = (
+        sa.select(c.trace_id, c.value, c.comment)
+        .where(c.trace_id.in_(ids), c.source == "user", current_score(), c.value.is_not(None))
+        .order_by(c.created_at)
+    )
+    for r in _rows(store, query):
+        feedback[str(r.trace_id)].append((float(r.value), r.comment))
+    turns = []
+    for row in frame.to_dict("records"):
+        tid = str(row["trace_id"])
+        turns.append(
+            Turn(
+                trace_id=tid,
+                start_time=as_datetime(row.get("start_time")),
+                question=message_text(row.get("input"), _INPUT_KEYS, want_human=True),
+                answer=message_text(row.get("output"), _OUTPUT_KEYS, want_human=False),
+                latency_ms=_num(row.get("latency_ms")),
+                cost_usd=_num(row.get("cost_usd")),
+                tokens=int(row.get("tokens") or 0),
+                status=str(row.get("status")),
+                error_type=None if _num_or_none(row.get("error_type")) is None else str(row["error_type"]),
+                prompt_version=None
+                if _num_or_none(row.get("prompt_version")) is None
+                else str(row["prompt_version"]),
+                feedback=feedback.get(tid, []),
+            )
+        )
+    return turns
+
+
+def _num_or_none(value: Any) -> Any:
+    """None for a missing value (None or NaN), else the value."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
+
+
+# -- prompts ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Template:
+    template_hash: str
+    template: str | None
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+@dataclass
+class PromptVersion:
+    name: str
+    version: str
+    templates: list[Template] = field(default_factory=list)
+    requests: int = 0
+    errors: int = 0
+    cost_usd: float | None = None
+    p95_ms: float | None = None
+    quality: dict[str, float] = field(default_factory=dict)  # score name → mean
+
+    @property
+    def first_seen(self) -> datetime | None:
+        times = [t.first_seen for t in self.templates if t.first_seen is not None]
+        return min(times) if times else None
+
+    @property
+    def last_seen(self) -> datetime | None:
+        times = [t.last_seen for t in self.templates if t.last_seen is not None]
+        return max(times) if times else None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def cost_per_request(self) -> float | None:
+        return None if self.cost_usd is None or not self.requests else self.cost_usd / self.requests
+
+    @property
+    def text(self) -> str:
+        """Every template of the version, oldest first (a drifted version has several)."""
+        parts = []
+        for t in sorted(
+            self.templates, key=lambda t: t.first_seen or datetime.min.replace(tzinfo=timezone.utc)
+        ):
+            if t.template is None:
+                continue
+            if len(self.templates) > 1:
+                parts.append(f"# template {t.template_hash[:12] or '(declared only)'}")
+            parts.append(t.template)
+        return "\n".join(parts)
+
+
+def prompt_versions(store: TraceStore) -> dict[str, list[PromptVersion]]:
+    """Each prompt name → its versions (from ``prompt_versions`` and the requests): templates,
+    first/last seen, requests, errors, cost, p95 latency and score means."""
+    pv = sa.table(
+        "prompt_versions",
+        sa.column("prompt_name"),
+        sa.column("prompt_version"),
+        sa.column("template_hash"),
+        sa.column("template"),
+        sa.column("first_seen"),
+        sa.column("last_seen"),
+    )
+    found: dict[tuple[str, str], PromptVersion] = {}
+    for r in _rows(store, sa.select(pv).order_by(pv.c.prompt_name, pv.c.prompt_version, pv.c.first_seen)):
+        item = found.setdefault(
+            (r.prompt_name, r.prompt_version), PromptVersion(r.prompt_name, r.prompt_version)
+        )
+        item.templates.append(
+            Template(r.template_hash, r.template, as_datetime(r.first_seen), as_datetime(r.last_seen))
+        )
+    req = requests_query().order_by(None).subquery("req")
+    stats = (
+        sa.select(
+            req.c.prompt_name,
+            req.c.prompt_version,
+            sa.func.count().label("n"),
+            sa.func.sum(sa.case((req.c.status == "error", 1), else_=0)).label("errors"),
+            sa.func.sum(req.c.cost_usd).label("cost"),
+            sa.func.min(req.c.start_time).label("first"),
+            sa.func.max(req.c.start_time).label("last"),
+        )
+        .where(req.c.prompt_version.is_not(None))
+        .group_by(req.c.prompt_name, req.c.prompt_version)
+    )
+    for r in _rows(store, stats):
+        name = r.prompt_name or NONE
+        item = found.setdefault((name, r.prompt_version), PromptVersion(name, r.prompt_version))
+        item.requests, item.errors, item.cost_usd = int(r.n), int(r.errors or 0), _num(r.cost)
+        if not item.templates:
+            item.templates.append(Template("", None, as_datetime(r.first), as_datetime(r.last)))
+    latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
+    lat = sa.select(req.c.prompt_name, req.c.prompt_version, req.c.latency_ms).where(
+        req.c.prompt_version.is_not(None), req.c.latency_ms.is_not(None)
+    )
+    for r in _rows(store, lat):
+        latencies[(r.prompt_name or NONE, r.prompt_version)].append(float(r.latency_ms))
+    c = SCORES.c
+    scores = (
+        sa.select(req.c.prompt_name, req.c.prompt_version, c.name, sa.func.avg(c.value).label("mean"))
+        .select_from(SCORES.join(req, req.c.trace_id == c.trace_id))
+        .where(c.value.is_not(None), current_score(), req.c.prompt_version.is_not(None))
+        .group_by(req.c.prompt_name, req.c.prompt_version, c.name)
+    )
+    for r in _rows(store, scores):
+        key = (r.prompt_name or NONE, r.prompt_version)
+        if key in found:
+            found[key].quality[r.name] = float(r.mean)
+    for key, item in found.items():
+        item.p95_ms = percentile(latencies.get(key, []), 95)
+    out: dict[str, list[PromptVersion]] = defaultdict(list)
+    for (name, _), item in sorted(found.items()):
+        out[name].append(item)
+    return dict(out)
+
+
+@dataclass
+class DiffLine:
+    tag: str  # equal / replace / delete / insert
+    left_no: int | None
+    left: str | None
+    right_no: int | None
+    right: str | None
+
+
+def side_by_side(left: str, right: str) -> list[DiffLine]:
+    """Two texts line by line (difflib): equal lines side by side, changed ones paired, deleted
+    ones only left, inserted ones only right. The templates escape the text."""
+    a, b = left.splitlines(), right.splitlines()
+    out: list[DiffLine] = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            out += [DiffLine("equal", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2))]
+            continue
+        n = max(i2 - i1, j2 - j1)
+        for k in range(n):
+            i, j = i1 + k, j1 + k
+            out.append(
+                DiffLine(
+                    tag if (i < i2 and j < j2) else ("delete" if i < i2 else "insert"),
+                    i + 1 if i < i2 else None,
+                    a[i] if i < i2 else None,
+                    j + 1 if j < j2 else None,
+                    b[j] if j < j2 else None,
+                )
+            )
+    return out
+
+
+# -- gate ---------------------------------------------------------------------------------------
+
+
+def known_versions(store: TraceStore) -> list[str]:
+    """Prompt versions that have requests (what the gate can compare)."""
+    req = requests_query().order_by(None).subquery("req")
+    query = (
+        sa.select(req.c.prompt_version)
+        .where(req.c.prompt_version.is_not(None))
+        .distinct()
+        .order_by(req.c.prompt_version)
+    )
+    return [str(r.prompt_version) for r in _rows(store, query)]
