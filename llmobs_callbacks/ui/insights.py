@@ -262,7 +262,7 @@ def gate_page(request: Request) -> Response:
         return ctx.render(request, "gate.html", result=None, **variables)
     if not baseline or not candidate:
         missing = "baseline" if not baseline else "candidate"
-        error = f"give both baseline and candidate (missing {missing}); known versions: {', '.join(known) or 'none'}"
+        error = f"give both baseline and candidate (missing {missing}); known versions: {_listing(known)}"
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     unknown = [v for v in (baseline, candidate) if v not in known]
     if unknown:
@@ -279,6 +279,10 @@ def gate_page(request: Request) -> Response:
     return ctx.render(
         request, "gate.html", result=result, rows=[_gate_row(r) for r in result.rows], **variables
     )
+
+
+def _listing(values: list[str]) -> str:
+    return ", ".join(values) or "none"
 
 
 def _gate_row(r: gate.GateRow) -> dict[str, Any]:

@@ -734,7 +734,10 @@ def side_by_side(left: str, right: str) -> list[DiffLine]:
     out: list[DiffLine] = []
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if tag == "equal":
-            out += [DiffLine("equal", i + 1, a[i], j + 1, b[j]) for i, j in zip(range(i1, i2), range(j1, j2))]
+            out += [
+                DiffLine("equal", i + 1, a[i], j + 1, b[j])
+                for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
+            ]
             continue
         n = max(i2 - i1, j2 - j1)
         for k in range(n):
