@@ -8,9 +8,15 @@ LlamaIndex drafter; then a few extra requests through the same app and handler: 
 scores on two scales (``faithfulness`` 0-1 and ``helpfulness`` 1-5). Its day is in the past
 (``DEMO_START``), so pages must pick a range that shows data for an old store.
 
-Use in a test module::
+Use in a test module (assigned, not imported by name: a fixture's name as a test parameter
+would shadow an import)::
 
-    from ui_support import demo_store, live_server, browser, page, screenshot  # noqa: F401
+    import ui_support
+
+    sqlite_demo_store = ui_support.sqlite_demo_store
+    postgres_demo_store = ui_support.postgres_demo_store
+    demo_store = ui_support.demo_store  # both stores; or only sqlite_demo_store
+    browser, page = ui_support.browser, ui_support.page
 
 Fixtures are module-scoped: a store is built once per module (a few seconds).
 """

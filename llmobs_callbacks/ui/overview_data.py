@@ -108,7 +108,7 @@ def epoch_bucket(column: sa.ColumnElement, step_s: int, dialect: str) -> sa.Colu
     stored as UTC on both dialects."""
     if dialect == "sqlite":
         seconds = sa.cast(sa.func.strftime("%s", column), sa.Integer)
-        return (seconds / step_s) * step_s  # integer division
+        return (seconds // step_s) * step_s
     seconds = sa.func.extract("epoch", column)
     return sa.cast(sa.func.floor(seconds / step_s) * step_s, sa.BigInteger)
 

@@ -34,7 +34,7 @@
       height: 220,
       tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
       scales: { y: chart.unit === "share" ? { range: [0, 1] } : { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } },
-      axes: [{}, { size: 60, values: function (u, vals) { return vals.map(function (v) { return fmt(chart.unit, v); }); } }],
+      axes: [{}, { size: 72, values: function (u, vals) { return vals.map(function (v) { return fmt(chart.unit, v); }); } }],
       series: series,
       legend: { live: true }
     };
