@@ -12,14 +12,13 @@ from .auth import check_host
 TOKEN_ENV = "LLMOBS_UI_TOKEN"
 
 
-def _check_port(host: str, port: int) -> None:
-    """``ValueError`` when the port is taken (one line, before uvicorn logs a traceback)."""
+def _check_port(host: str, port: int) -> int:
+    """``OSError`` (EADDRINUSE, …) when the port cannot be bound: before uvicorn, which would
+    log it and exit the process."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host.strip("[]"), port))
-        except OSError as exc:
-            raise ValueError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
+        probe.bind((host.strip("[]"), port))
+        return probe.getsockname()[1]  # port 0: the free port picked
 
 
 def serve(
@@ -40,7 +39,7 @@ def serve(
     if token is None:
         token = os.environ.get(TOKEN_ENV) or None
     check_host(host, token)
-    _check_port(host, port)
+    port = _check_port(host, port)
     app = create_app(database_url, token=token)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/"
