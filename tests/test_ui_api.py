@@ -8,6 +8,14 @@ text; read-only serving; mounting under a prefix; the ``llmobs ui`` command's er
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -29,6 +37,7 @@ from ui_support import (  # noqa: F401
     HOSTILE_SESSION,
     DemoStore,
     demo_store,
+    free_port,
     postgres_demo_store,
     sqlite_demo_store,
 )
@@ -484,8 +493,6 @@ def test_serving_off_loopback_needs_a_token(
     assert err.count("\n") == 1 and err.startswith(
         "llmobs ui: --host 0.0.0.0 is reachable from other machines"
     )
-    import socket
-
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -611,3 +618,40 @@ def test_mounted_under_a_prefix(sqlite_demo_store: DemoStore) -> None:
             login.headers["location"] == "/llmobs/traces" and "Path=/llmobs/" in login.headers["set-cookie"]
         )
         assert c.get("/llmobs/traces").status_code == 200
+
+
+def test_llmobs_ui_serves_until_stopped(sqlite_demo_store: DemoStore, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "LLMOBS_UI_TOKEN": "env-tok",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmobs_callbacks.cli", "ui", "--database-url", sqlite_demo_store.url,
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/traces?limit=1", headers={"Authorization": "Bearer env-tok"}
+                )
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    assert json.load(response)["items"]
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.1)
+        try:  # $LLMOBS_UI_TOKEN is the token: without it, 401
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/traces", timeout=2)
+            raise AssertionError("served without the token")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert out.startswith(f"llmobs ui: serving http://127.0.0.1:{port}/ (token required)")
