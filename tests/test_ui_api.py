@@ -44,7 +44,13 @@ from ui_support import (  # noqa: F401
 
 from llmobs_callbacks import LLMObs
 from llmobs_callbacks.analysis import TraceStore
-from llmobs_callbacks.analysis.queries import TraceFilter, trace_list_query, trace_page_query
+from llmobs_callbacks.analysis.queries import (
+    TraceFilter,
+    request_query,
+    requests_query,
+    trace_list_query,
+    trace_page_query,
+)
 from llmobs_callbacks.cli import main
 from llmobs_callbacks.sinks.schema import StoreNotFoundError
 from llmobs_callbacks.ui import create_app, feedback_app, serve, sign_trace
@@ -140,6 +146,10 @@ def test_the_per_page_query_gives_the_rows_of_the_aggregate_one(demo_store: Demo
                         ).all()
                         assert fast == full, (where, sort, descending, offset)
                         assert fast or offset, where
+            ids = [r[0] for r in conn.execute(sa.text("select distinct trace_id from spans"))]
+            for trace_id in ids[::7]:  # internal (judge) traces included: one trace's request row
+                one = conn.execute(request_query(trace_id)).all()
+                assert one == conn.execute(requests_query(trace_id=trace_id, include_internal=True)).all()
     finally:
         engine.dispose()
 

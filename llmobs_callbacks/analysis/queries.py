@@ -424,6 +424,63 @@ def sessions_query(
 # -- the UI's pages of requests: the newest first, computed per shown row ------------------------
 
 
+def _per_root_requests() -> tuple[sa.Select, Any, dict[str, sa.ColumnElement]]:
+    """``requests_query``'s columns as correlated lookups per root (the LLM calls' index), not
+    one aggregate over every call: for queries that keep a few roots. Returns the select (roots
+    only, no other filter), the roots' columns and the computed ``version``, ``model``, ``cost``."""
+    root = SPANS.alias("root")
+    r = root.c
+    llm = SPANS.alias("call")
+    k = llm.c
+    of_root = (k.trace_id == r.trace_id, k.kind == _LLM)
+    unpriced = sa.and_(
+        k.cost_usd.is_(None), sa.or_(k.input_tokens.is_not(None), k.output_tokens.is_not(None))
+    )
+
+    def total(expr: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(expr).where(*of_root).scalar_subquery()
+
+    def first(column: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(column).where(*of_root).order_by(k.start_time, k.span_id).limit(1).scalar_subquery()
+
+    input_tokens = sa.func.coalesce(total(sa.func.sum(k.input_tokens)), 0)
+    output_tokens = sa.func.coalesce(total(sa.func.sum(k.output_tokens)), 0)
+    version = sa.func.coalesce(r.prompt_version, first(k.prompt_version))
+    prompt = sa.case((r.prompt_version.is_not(None), r.prompt_name), else_=first(k.prompt_name))
+    model = first(k.model)
+    cost = total(sa.func.sum(k.cost_usd))
+    query = sa.select(
+        r.trace_id,
+        r.name,
+        r.start_time,
+        r.latency_ms,
+        first(k.ttft_ms).label("ttft_ms"),
+        r.status,
+        r.error_type,
+        input_tokens.label("input_tokens"),
+        output_tokens.label("output_tokens"),
+        (input_tokens + output_tokens).label("tokens"),
+        cost.label("cost_usd"),
+        total(sa.func.count()).label("llm_calls"),
+        sa.func.coalesce(total(sa.func.sum(sa.case((unpriced, 1), else_=0))), 0).label("unpriced_calls"),
+        total(sa.func.max(sa.case((unpriced, k.model)))).label("unpriced_model"),
+        prompt.label("prompt_name"),
+        version.label("prompt_version"),
+        model.label("model"),
+        r.session_id,
+        r.user_id,
+        r.internal,
+    ).where(r.parent_span_id.is_(None))
+    return query, r, {"version": version, "model": model, "cost": cost}
+
+
+def request_query(trace_id: str) -> sa.Select:
+    """The one request ``trace_id`` is (the columns of ``requests_query``; internal traces too),
+    looked up by its id: no scan of the roots."""
+    query, r, _ = _per_root_requests()
+    return query.where(r.trace_id == trace_id)
+
+
 def trace_page_query(
     where: TraceFilter = TraceFilter(),
     *,

@@ -183,6 +183,7 @@ class UIContext:
     store: TraceStore
     env: jinja2.Environment = field(default_factory=make_environment)
     token: str | None = None
+    feedback: Any = None  # feedback.FeedbackWriter: the one writer (opened on the first rating)
 
     @classmethod
     def open(cls, database_url: str, token: str | None = None) -> UIContext:

@@ -17,8 +17,7 @@ from ..analysis.queries import (
     DOCS,
     SCORES,
     SPANS,
-    requests_query,
-    trace_ids_with_prefix,
+    request_query,
     trace_page_query,
     user_facing,
 )
@@ -115,15 +114,25 @@ def preview_text(text: Any) -> str:
 
 def resolve(engine: sa.Engine, prefix: str) -> str | None:
     """The trace id ``prefix`` names (itself, or the one id starting with it); None when no
-    trace or several do."""
+    trace or several do. Both are index lookups: the exact id first, then the ids in
+    ``[prefix, prefix with its last character incremented)`` (bounded, so the index range ends
+    where the prefix does)."""
     prefix = prefix.strip()
     if not prefix:
         return None
+    c = SPANS.c
     with engine.connect() as conn:
-        found = [r[0] for r in conn.execute(trace_ids_with_prefix(prefix, limit=2))]
-    if prefix in found:
-        return prefix
-    return found[0] if len(found) == 1 else None
+        if conn.execute(sa.select(c.trace_id).where(c.trace_id == prefix).limit(1)).first() is not None:
+            return prefix
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        found = conn.execute(
+            sa.select(c.trace_id)
+            .where(c.trace_id >= prefix, c.trace_id < upper, c.trace_id.startswith(prefix, autoescape=True))
+            .distinct()
+            .order_by(c.trace_id)
+            .limit(2)
+        ).all()
+    return found[0][0] if len(found) == 1 else None
 
 
 @dataclass
@@ -194,7 +203,7 @@ def load_trace(engine: sa.Engine, trace_id: str) -> TraceView | None:
                 sa.select(BRANCHES).where(BRANCHES.c.trace_id == trace_id).order_by(BRANCHES.c.created_at)
             ).mappings()
         ]
-        summary_rows = conn.execute(requests_query(trace_id=trace_id, include_internal=True)).mappings().all()
+        summary_rows = conn.execute(request_query(trace_id)).mappings().all()
         root = next((s for s in spans if s["parent_span_id"] is None), None) or min(
             spans, key=lambda s: s["start_time"]
         )
