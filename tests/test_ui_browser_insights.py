@@ -43,7 +43,13 @@ def test_overview_draws_every_chart_and_the_range_picker_changes_the_window(
     assert page.locator(".chart[data-drawn='1']").count() == 8  # every chart has data in the default window
     ink = page.evaluate(INK)
     assert len(ink) == 8 and all(n > 500 for n in ink), ink
-    page.wait_for_selector("#anomalies table.anomalies", timeout=15_000)  # the htmx fragment arrived
+    for panel in (
+        "#anomalies table.anomalies",
+        "#panel-branches table.branch",
+        "#tools-table",
+        "#spend-table",
+    ):
+        page.wait_for_selector(panel, timeout=15_000)  # the htmx fragments arrived
     assert "quality_drop" in page.locator("#anomalies").inner_text()
     assert "showing the 24h up to the newest request" in page.locator("#window-note").inner_text()
     screenshot(page, "insights-overview")

@@ -54,6 +54,19 @@ def cells(page: str, attribute: str) -> list[str]:
     return re.findall(rf'{attribute}="([^"]*)"', page)
 
 
+def with_panels(client: TestClient, path: str = "/") -> str:
+    """The overview and every panel it loads with htmx after it is shown (the slower ones)."""
+    page = client.get(path)
+    assert page.status_code == 200
+    parts = [page.text]
+    for src in re.findall(r'hx-get="([^"]+)"', page.text):
+        panel = client.get(html.unescape(src))
+        assert panel.status_code == 200 and "<html" not in panel.text, src
+        parts.append(panel.text)
+    assert len(parts) == 5  # anomalies, branches, tools and retrieval, spend
+    return "\n".join(parts)
+
+
 def one_line_error(page: str) -> str:
     found = re.findall(r'<p class="error-line" role="alert">(.*?)</p>', page, re.S)
     assert len(found) == 1, page[-2000:]
@@ -128,7 +141,7 @@ def test_chart_json_sums_to_the_store_and_shares_sum_to_one(
 def test_branch_shares_sum_to_100_percent_within_each_graph_and_node(
     client: TestClient, demo_store: DemoStore
 ) -> None:
-    text = client.get("/").text
+    text = with_panels(client)
     tables = re.findall(
         r'<table class="list branch" data-graph="([^"]+)" data-node="([^"]+)">(.*?)</table>', text, re.S
     )
@@ -152,7 +165,7 @@ def test_branch_shares_sum_to_100_percent_within_each_graph_and_node(
 def test_tools_retrieval_and_quality_panels_match_the_store(
     client: TestClient, demo_store: DemoStore
 ) -> None:
-    text = client.get("/").text
+    text = with_panels(client)
     tools = sql(
         demo_store.url,
         "select name, count(*), sum(case when status = 'error' then 1 else 0 end) "
@@ -192,6 +205,22 @@ def test_tools_retrieval_and_quality_panels_match_the_store(
             r'<tr data-score="([^"]+)" data-version="([^"]+)">.*?<td class="num">([\d.]+)</td>', scale, re.S
         ):
             assert float(mean) == pytest.approx(means[(version, name)], abs=5e-4)
+
+
+def test_spend_per_day_is_the_bill_of_every_priced_call(client: TestClient, demo_store: DemoStore) -> None:
+    text = with_panels(client)
+    days = re.findall(r"<tr><td>(\d{4}-\d\d-\d\d)</td><td class=\"num\">\$([\d.,]+)</td></tr>", text)
+    (total,) = sql(demo_store.url, "select sum(cost_usd) from spans where cost_usd is not null")[0]
+    assert [d for d, _ in days] == ["2026-11-02"]  # the demo's day
+    assert float(days[0][1]) == pytest.approx(float(total), abs=5e-5)  # shown with 4 decimals
+
+
+def test_overview_panels_bad_name_or_window_give_one_line(client: TestClient) -> None:
+    missing = client.get("/fragments/overview/nope")
+    assert missing.status_code == 404
+    assert one_line_error(missing.text) == "no overview panel 'nope'; known: branches, tools, spend"
+    bad = client.get("/fragments/overview/tools?range=2h")
+    assert bad.status_code == 400 and one_line_error(bad.text).startswith("range='2h': expected one of")
 
 
 def test_custom_range_and_presets(client: TestClient, demo_store: DemoStore) -> None:

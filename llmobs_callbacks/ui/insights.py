@@ -72,14 +72,35 @@ def overview(request: Request) -> Response:
         charts_json=json.dumps(charts, separators=(",", ":")),
         charts_src="/api/charts/overview?" + _query(window.params()),
         chart_ids=list(charts["charts"]),
-        branches=od.branch_mix(store, window),
-        tools=od.tool_usage(store, window),
-        retrievals=od.retrieval_empty(store, window),
         quality=od.quality(store, window),
-        spend=od.spend_per_day(store, window),
         anomalies_src="/fragments/anomalies?" + _query({"now": od.isotime(window.until), "limit": 5}),
         window_query=_query(window.params()),
     )
+
+
+OVERVIEW_PANELS = ("branches", "tools", "spend")
+
+
+def overview_panel(request: Request) -> Response:
+    """One of the overview's slower panels (``OVERVIEW_PANELS``) for the window of the query
+    string: the page loads them with htmx after it is shown."""
+    ctx = context(request)
+    panel = request.path_params["panel"]
+    if panel not in OVERVIEW_PANELS:
+        error = f"no overview panel {panel!r}; known: {', '.join(OVERVIEW_PANELS)}"
+        return ctx.render(request, "overview_panel.html", status_code=404, error=error, panel=panel)
+    try:
+        window = _window(request)
+    except BadParameter as exc:
+        return ctx.render(request, "overview_panel.html", status_code=400, error=str(exc), panel=panel)
+    store = ctx.store
+    if panel == "branches":
+        data: dict[str, Any] = {"branches": od.branch_mix(store, window)}
+    elif panel == "tools":
+        data = {"tools": od.tool_usage(store, window), "retrievals": od.retrieval_empty(store, window)}
+    else:
+        data = {"spend": od.spend_per_day(store, window)}
+    return ctx.render(request, "overview_panel.html", panel=panel, **data)
 
 
 def overview_charts(request: Request) -> Response:
@@ -266,6 +287,7 @@ def gate_page(request: Request) -> Response:
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     unknown = [v for v in (baseline, candidate) if v not in known]
     if unknown:
+        known = od.known_versions(ctx.store, exact=True)  # the message lists requests' versions only
         error = (
             f"unknown prompt version {', '.join(repr(u) for u in unknown)}; known versions: "
             f"{', '.join(known) or 'none'}"
@@ -312,6 +334,7 @@ routes: list[Route] = [
     Route("/", overview, methods=["GET"]),
     Route("/api/charts/overview", overview_charts, methods=["GET"]),
     Route("/fragments/anomalies", anomalies_fragment, methods=["GET"]),
+    Route("/fragments/overview/{panel}", overview_panel, methods=["GET"]),
     Route("/anomalies", anomalies_page, methods=["GET"]),
     Route("/sessions", sessions_page, methods=["GET"]),
     Route("/sessions/{session_id:path}", session_page, methods=["GET"]),

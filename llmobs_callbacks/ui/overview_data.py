@@ -167,8 +167,8 @@ class Traffic:
     buckets: list[int]  # epoch seconds of every bucket of the window (empty ones included)
     rows: list[dict[str, Any]]  # t, version, model, requests, errors, cost, tokens
     versions: dict[str, VersionStats] = field(default_factory=dict)
-    latency_by_bucket: dict[tuple[int, str], list[float]] = field(default_factory=dict)
-    ttft_by_bucket: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    p95_by_bucket: dict[tuple[int, str], float] = field(default_factory=dict)  # latency
+    ttft_p50_by_bucket: dict[tuple[int, str], float] = field(default_factory=dict)
 
     @property
     def total(self) -> VersionStats:
@@ -183,59 +183,82 @@ class Traffic:
 
 
 def traffic(store: TraceStore, window: Window) -> Traffic:
-    """Counts, errors, cost and tokens per bucket, version and model (one grouped query), and
-    latency / TTFT percentiles per version (one narrow read of the window's requests)."""
+    """Counts, errors, cost and tokens per bucket, version and model, p95 latency and median
+    TTFT per bucket and version, and latency / TTFT percentiles per version.
+
+    One pass: the window's requests (``requests_query``, bucketed in SQL) as eight narrow
+    columns through the store's Arrow reader, grouped by pandas. Percentiles need the values
+    (SQLite has no percentile aggregate), and a second, grouped query would run the requests
+    query again: on a 1M-span store the grouped query alone took longer than this read."""
     dialect = store.engine.dialect.name
     req = _requests(window)
-    t = epoch_bucket(req.c.start_time, window.step_s, dialect).label("bucket")
-    version = sa.func.coalesce(req.c.prompt_version, NONE).label("version")
-    model = sa.func.coalesce(req.c.model, NONE).label("model")
-    grouped = sa.select(
-        t,
-        version,
-        model,
-        sa.func.count().label("requests"),
-        sa.func.sum(sa.case((req.c.status == "error", 1), else_=0)).label("errors"),
-        sa.func.sum(req.c.cost_usd).label("cost"),
-        sa.func.sum(req.c.tokens).label("tokens"),
-    ).group_by(t, version, model)
-    rows = [
-        {
-            "t": int(r.bucket),
-            "version": r.version,
-            "model": r.model,
-            "requests": int(r.requests),
-            "errors": int(r.errors or 0),
-            "cost": _num(r.cost),
-            "tokens": int(r.tokens or 0),
-        }
-        for r in _rows(store, grouped)
-    ]
+    query = sa.select(
+        epoch_bucket(req.c.start_time, window.step_s, dialect).label("bucket"),
+        sa.func.coalesce(req.c.prompt_version, NONE).label("version"),
+        sa.func.coalesce(req.c.model, NONE).label("model"),
+        sa.case((req.c.status == "error", 1), else_=0).label("error"),
+        req.c.latency_ms,
+        req.c.ttft_ms,
+        req.c.cost_usd,
+        req.c.tokens,
+    )
+    frame = store._frame(query)
     first = int(window.since.timestamp()) // window.step_s * window.step_s
     last = int(window.until.timestamp() - 1e-6) // window.step_s * window.step_s
-    out = Traffic(list(range(first, last + 1, window.step_s)), rows)
-    for r in rows:
-        v = out.versions.setdefault(r["version"], VersionStats(r["version"]))
-        v.requests += r["requests"]
-        v.errors += r["errors"]
-        v.tokens += r["tokens"]
-        if r["cost"] is not None:
-            v.cost_usd = (v.cost_usd or 0.0) + r["cost"]
-    # Percentiles need the values: three narrow columns per request of the window.
-    values = sa.select(t, version, req.c.latency_ms, req.c.ttft_ms)
-    latency: dict[str, list[float]] = defaultdict(list)
-    ttft: dict[str, list[float]] = defaultdict(list)
-    for r in _rows(store, values):
-        if r.latency_ms is not None:
-            latency[r.version].append(float(r.latency_ms))
-            out.latency_by_bucket.setdefault((int(r.bucket), r.version), []).append(float(r.latency_ms))
-        if r.ttft_ms is not None:
-            ttft[r.version].append(float(r.ttft_ms))
-            out.ttft_by_bucket.setdefault((int(r.bucket), r.version), []).append(float(r.ttft_ms))
-    for name, v in out.versions.items():
-        v.p50_ms, v.p95_ms, v.p99_ms = (percentile(latency[name], q) for q in (50, 95, 99))
-        v.ttft_p50_ms, v.ttft_p95_ms = (percentile(ttft[name], q) for q in (50, 95))
+    out = Traffic(list(range(first, last + 1, window.step_s)), [])
+    if frame.empty:
+        return out
+    for col in ("latency_ms", "ttft_ms", "cost_usd"):
+        frame[col] = frame[col].astype("float64")
+    frame["bucket"] = frame["bucket"].astype("int64")
+    frame["error"] = frame["error"].astype("int64")
+    frame["tokens"] = frame["tokens"].astype("float64").fillna(0)
+    grouped = frame.groupby(["bucket", "version", "model"], sort=True).agg(
+        requests=("error", "size"),
+        errors=("error", "sum"),
+        cost=("cost_usd", lambda c: c.sum(min_count=1)),
+        tokens=("tokens", "sum"),
+    )
+    for (bucket, version, model), r in grouped.iterrows():
+        out.rows.append(
+            {
+                "t": int(bucket),
+                "version": str(version),
+                "model": str(model),
+                "requests": int(r["requests"]),
+                "errors": int(r["errors"]),
+                "cost": _num(r["cost"]),
+                "tokens": int(r["tokens"]),
+            }
+        )
+    by_bucket = frame.groupby(["bucket", "version"])
+    out.p95_by_bucket = _points(by_bucket["latency_ms"].quantile(0.95))
+    out.ttft_p50_by_bucket = _points(by_bucket["ttft_ms"].quantile(0.5))
+    for version, g in frame.groupby("version"):
+        lat, ttft = g["latency_ms"].dropna(), g["ttft_ms"].dropna()
+        cost = g["cost_usd"]
+        out.versions[str(version)] = VersionStats(
+            str(version),
+            requests=len(g),
+            errors=int(g["error"].sum()),
+            cost_usd=float(cost.sum()) if cost.notna().any() else None,
+            tokens=int(g["tokens"].sum()),
+            p50_ms=_quantile(lat, 0.50),
+            p95_ms=_quantile(lat, 0.95),
+            p99_ms=_quantile(lat, 0.99),
+            ttft_p50_ms=_quantile(ttft, 0.50),
+            ttft_p95_ms=_quantile(ttft, 0.95),
+        )
     return out
+
+
+def _quantile(values: Any, q: float) -> float | None:
+    return float(values.quantile(q)) if len(values) else None
+
+
+def _points(series: Any) -> dict[tuple[int, str], float]:
+    """A (bucket, version)-indexed pandas series → {(bucket, version): value}, NaN left out."""
+    return {(int(b), str(v)): float(x) for (b, v), x in series.items() if not math.isnan(x)}
 
 
 def _series(buckets: list[int], points: dict[tuple[int, str], float], labels: list[str]) -> list[dict]:
@@ -282,8 +305,7 @@ def overview_charts(store: TraceStore, window: Window, data: Traffic | None = No
             for label in labels
         ]
 
-    p95 = {k: percentile(v, 95) for k, v in data.latency_by_bucket.items()}
-    ttft = {k: percentile(v, 50) for k, v in data.ttft_by_bucket.items()}
+    p95, ttft = data.p95_by_bucket, data.ttft_p50_by_bucket
     charts = [
         _chart("requests", "Requests per prompt version", "requests", x, zero_filled("requests"), "bars"),
         _chart("errors", "Errors per prompt version", "errors", x, zero_filled("errors"), "bars"),
@@ -673,45 +695,47 @@ def prompt_versions(store: TraceStore) -> dict[str, list[PromptVersion]]:
         item.templates.append(
             Template(r.template_hash, r.template, as_datetime(r.first_seen), as_datetime(r.last_seen))
         )
+    # One pass over the requests that have a version (narrow columns, Arrow), grouped by pandas.
     req = requests_query().order_by(None).subquery("req")
-    stats = (
+    frame = store._frame(
         sa.select(
-            req.c.prompt_name,
+            req.c.trace_id,
+            sa.func.coalesce(req.c.prompt_name, NONE).label("prompt_name"),
             req.c.prompt_version,
-            sa.func.count().label("n"),
-            sa.func.sum(sa.case((req.c.status == "error", 1), else_=0)).label("errors"),
-            sa.func.sum(req.c.cost_usd).label("cost"),
-            sa.func.min(req.c.start_time).label("first"),
-            sa.func.max(req.c.start_time).label("last"),
+            sa.case((req.c.status == "error", 1), else_=0).label("error"),
+            req.c.latency_ms,
+            req.c.cost_usd,
+            req.c.start_time,
+        ).where(req.c.prompt_version.is_not(None)),
+        ("start_time",),
+    )
+    if not frame.empty:
+        frame["latency_ms"] = frame["latency_ms"].astype("float64")
+        frame["cost_usd"] = frame["cost_usd"].astype("float64")
+        frame["error"] = frame["error"].astype("int64")
+        frame["trace_id"] = frame["trace_id"].astype(str)
+        for (name, version), g in frame.groupby(["prompt_name", "prompt_version"]):
+            key = (str(name), str(version))
+            item = found.setdefault(key, PromptVersion(*key))
+            item.requests, item.errors = len(g), int(g["error"].sum())
+            item.cost_usd = float(g["cost_usd"].sum()) if g["cost_usd"].notna().any() else None
+            item.p95_ms = _quantile(g["latency_ms"].dropna(), 0.95)
+            if not item.templates:  # a version declared in metadata only
+                first, last = as_datetime(g["start_time"].min()), as_datetime(g["start_time"].max())
+                item.templates.append(Template("", None, first, last))
+        c = SCORES.c
+        scores = store._frame(
+            sa.select(c.trace_id, c.name, c.value).where(c.value.is_not(None), current_score())
         )
-        .where(req.c.prompt_version.is_not(None))
-        .group_by(req.c.prompt_name, req.c.prompt_version)
-    )
-    for r in _rows(store, stats):
-        name = r.prompt_name or NONE
-        item = found.setdefault((name, r.prompt_version), PromptVersion(name, r.prompt_version))
-        item.requests, item.errors, item.cost_usd = int(r.n), int(r.errors or 0), _num(r.cost)
-        if not item.templates:
-            item.templates.append(Template("", None, as_datetime(r.first), as_datetime(r.last)))
-    latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
-    lat = sa.select(req.c.prompt_name, req.c.prompt_version, req.c.latency_ms).where(
-        req.c.prompt_version.is_not(None), req.c.latency_ms.is_not(None)
-    )
-    for r in _rows(store, lat):
-        latencies[(r.prompt_name or NONE, r.prompt_version)].append(float(r.latency_ms))
-    c = SCORES.c
-    scores = (
-        sa.select(req.c.prompt_name, req.c.prompt_version, c.name, sa.func.avg(c.value).label("mean"))
-        .select_from(SCORES.join(req, req.c.trace_id == c.trace_id))
-        .where(c.value.is_not(None), current_score(), req.c.prompt_version.is_not(None))
-        .group_by(req.c.prompt_name, req.c.prompt_version, c.name)
-    )
-    for r in _rows(store, scores):
-        key = (r.prompt_name or NONE, r.prompt_version)
-        if key in found:
-            found[key].quality[r.name] = float(r.mean)
-    for key, item in found.items():
-        item.p95_ms = percentile(latencies.get(key, []), 95)
+        if not scores.empty:
+            scores["trace_id"] = scores["trace_id"].astype(str)
+            scores["value"] = scores["value"].astype("float64")
+            joined = scores.merge(frame[["trace_id", "prompt_name", "prompt_version"]], on="trace_id")
+            means = joined.groupby(["prompt_name", "prompt_version", "name"])["value"].mean()
+            for (name, version, score), mean in means.items():
+                key = (str(name), str(version))
+                if key in found:
+                    found[key].quality[str(score)] = float(mean)
     out: dict[str, list[PromptVersion]] = defaultdict(list)
     for (name, _), item in sorted(found.items()):
         out[name].append(item)
@@ -757,13 +781,19 @@ def side_by_side(left: str, right: str) -> list[DiffLine]:
 # -- gate ---------------------------------------------------------------------------------------
 
 
-def known_versions(store: TraceStore) -> list[str]:
-    """Prompt versions that have requests (what the gate can compare)."""
-    req = requests_query().order_by(None).subquery("req")
-    query = (
-        sa.select(req.c.prompt_version)
-        .where(req.c.prompt_version.is_not(None))
-        .distinct()
-        .order_by(req.c.prompt_version)
+def known_versions(store: TraceStore, exact: bool = False) -> list[str]:
+    """Prompt versions the gate can compare. By default a superset read from two covering
+    indexes (the versions declared on roots and on LLM calls: milliseconds on a large store);
+    ``exact=True``: the versions of requests (``requests_query``: a pass over every request)."""
+    if exact:
+        req = requests_query().order_by(None).subquery("req")
+        query = sa.select(req.c.prompt_version).where(req.c.prompt_version.is_not(None)).distinct()
+        return sorted(str(r.prompt_version) for r in _rows(store, query))
+    s = SPANS.c
+    roots = sa.select(s.prompt_version).where(
+        s.parent_span_id.is_(None), user_facing(s.internal), s.prompt_version.is_not(None)
     )
-    return [str(r.prompt_version) for r in _rows(store, query)]
+    calls = sa.select(s.prompt_version).where(
+        s.kind == sa.literal_column("'llm'"), s.prompt_version.is_not(None)
+    )
+    return sorted({str(r.prompt_version) for r in _rows(store, sa.union(roots, calls))})
