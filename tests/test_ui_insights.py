@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from ui_support import HOSTILE_INPUT, HOSTILE_SESSION, DemoStore
 
 from llmobs_callbacks.analysis import TraceStore
+from llmobs_callbacks.demo import Scenario, simulate
 from llmobs_callbacks.ui import create_app
 
 sqlite_demo_store = ui_support.sqlite_demo_store
@@ -274,6 +275,21 @@ def test_mounted_under_a_prefix_links_follow(demo_store: DemoStore) -> None:
         assert f'href="/llmobs/traces/{demo_store.hostile_trace_id}"' in turn
 
 
+def test_with_a_token_every_insights_page_and_fragment_needs_it(demo_store: DemoStore) -> None:
+    paths = [
+        *("/", "/api/charts/overview", "/fragments/overview/tools", "/fragments/anomalies", "/sessions"),
+        *(f"/sessions/{HOSTILE_SESSION}", "/prompts", "/anomalies", "/gate?baseline=v1&candidate=v2"),
+    ]
+    with TestClient(create_app(demo_store.url, token="s3cret"), follow_redirects=False) as c:
+        for path in paths:
+            denied = c.get(path)
+            assert denied.status_code in (303, 401), path
+            if denied.status_code == 303:
+                assert denied.headers["location"].startswith("/login?")
+            assert c.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200, path
+        assert c.get("/fragments/overview/spend", headers={"HX-Request": "true"}).status_code == 401
+
+
 # -- anomalies ----------------------------------------------------------------------------------
 
 
@@ -326,6 +342,25 @@ def test_sessions_list_counts_turns_and_filters_and_pages(client: TestClient, de
     )
     bad = client.get("/sessions?page=0")
     assert bad.status_code == 400 and "page='0'" in one_line_error(bad.text)
+
+
+def test_a_content_off_store_says_content_was_not_captured(tmp_path_factory: pytest.TempPathFactory) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('content-off') / 'llmobs.db'}"
+    scenario = Scenario(
+        start=ui_support.DEMO_START, hours=1, requests_per_hour=10, switch_at_hour=0.5, seed=2
+    )
+    simulate(url, scenario, prometheus_registry=None, capture_content=False)
+    (session,) = sql(
+        url, "select session_id from spans where parent_span_id is null order by start_time limit 1"
+    )[0]
+    with TestClient(create_app(url)) as c:
+        turn = c.get(f"/sessions/{session}")
+        assert turn.status_code == 200
+        assert "input not captured" in turn.text and "output not captured" in turn.text
+        assert 'class="text"' not in turn.text  # no empty bubble
+        prompts = c.get("/prompts").text
+        assert prompts.count("template not captured") == 3  # v1 (two templates), v2
+        assert 'id="template-diff"' in prompts and 'href="/gate?baseline=v1&amp;candidate=v2"' in prompts
 
 
 def test_session_conversation_escapes_stored_text_and_links_each_trace(
