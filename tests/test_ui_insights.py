@@ -434,6 +434,20 @@ def test_gate_verdict_equals_the_store_gate(client: TestClient, store: TraceStor
     assert "significantly worse, and not shown within the limit" in page.text
 
 
+def test_gate_over_a_window_equals_the_store_gate_over_it(
+    client: TestClient, store: TraceStore, demo_store: DemoStore
+) -> None:
+    since = demo_store.replay.start + timedelta(hours=1)
+    result = store.gate("v1", "v2", since=since)
+    page = client.get("/gate", params={"baseline": "v1", "candidate": "v2", "since": since.isoformat()})
+    assert page.status_code == 200
+    assert re.search(r'id="verdict"><b>([^<]+)</b>', page.text).group(1) == result.verdict
+    assert f"({result.baseline_requests} requests)" in page.text
+    assert result.baseline_requests < demo_store.replay.by_version["v1"]  # the window left some out
+    bad = client.get("/gate?baseline=v1&candidate=v2&until=tomorrow")
+    assert bad.status_code == 400 and one_line_error(bad.text).startswith("not a time: 'tomorrow'")
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [

@@ -278,7 +278,14 @@ def gate_page(request: Request) -> Response:
     q = request.query_params
     baseline, candidate = (q.get("baseline") or "").strip(), (q.get("candidate") or "").strip()
     known = od.known_versions(ctx.store)
-    variables: dict[str, Any] = {"nav": "gate", "baseline": baseline, "candidate": candidate, "known": known}
+    variables: dict[str, Any] = {
+        "nav": "gate",
+        "baseline": baseline,
+        "candidate": candidate,
+        "known": known,
+        "since": q.get("since") or "",
+        "until": q.get("until") or "",
+    }
     if not baseline and not candidate:
         return ctx.render(request, "gate.html", result=None, **variables)
     if not baseline or not candidate:
@@ -294,7 +301,11 @@ def gate_page(request: Request) -> Response:
         )
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     try:
-        result = ctx.store.gate(baseline, candidate)
+        since, until = parse_time(q.get("since") or None), parse_time(q.get("until") or None)
+    except ValueError as exc:
+        return ctx.render(request, "gate.html", status_code=400, result=None, error=str(exc), **variables)
+    try:
+        result = od.gate(ctx.store, baseline, candidate, since, until)
     except (GateInputError, ValueError, KeyError) as exc:
         error = f"{exc}; known versions: {', '.join(known) or 'none'}"
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)

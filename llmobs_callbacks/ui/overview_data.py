@@ -11,7 +11,10 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections import defaultdict
+import threading
+import weakref
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -505,9 +508,54 @@ def spend_per_day(store: TraceStore, window: Window) -> list[tuple[str, float]]:
     return out
 
 
+class ResultCache:
+    """The last few results of the slow analyses (anomalies, the gate: seconds on a large
+    store), keyed by their inputs and the store's newest request, so new traffic is a new key
+    and a result is never stale. Thread-safe; two concurrent misses both compute."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = compute()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return value
+
+
+_CACHES: weakref.WeakKeyDictionary[TraceStore, ResultCache] = weakref.WeakKeyDictionary()
+
+
+def cached(store: TraceStore, key: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its result for the same ``key`` on the same store contents."""
+    cache = _CACHES.setdefault(store, ResultCache())
+    return cache.get((*key, newest_request(store)), compute)
+
+
 def anomalies_at(store: TraceStore, now: datetime, window: str = "1h", baseline: str = "24h") -> list[Any]:
     """``TraceStore.anomalies`` at ``now`` (most severe first)."""
-    return store.anomalies(now=now, window=window, baseline=baseline)
+    return cached(
+        store,
+        ("anomalies", now, window, baseline),
+        lambda: store.anomalies(now=now, window=window, baseline=baseline),
+    )
+
+
+def gate(store: TraceStore, baseline: str, candidate: str, since: Any = None, until: Any = None) -> Any:
+    """``TraceStore.gate`` with its default criteria over ``[since, until)`` (None: all)."""
+    return cached(
+        store,
+        ("gate", baseline, candidate, since, until),
+        lambda: store.gate(baseline, candidate, since=since, until=until),
+    )
 
 
 # -- sessions -----------------------------------------------------------------------------------
