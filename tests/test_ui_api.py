@@ -163,6 +163,12 @@ def test_paging_fetches_one_more_row_instead_of_counting(client: TestClient) -> 
     got = first["items"] + second["items"] + third["items"]
     assert [r["trace_id"] for r in got] == [r["trace_id"] for r in everything]
     assert third["next_page"] is None and len(third["items"]) == len(everything) - 100
+    # small pages: the newest hour holds them (the first window), deeper ones widen it
+    ids = [r["trace_id"] for r in everything]
+    for limit, page in ((3, 1), (3, 5), (7, 3), (7, 17), (40, 3)):
+        body = client.get("/api/traces", params={"limit": limit, "page": page}).json()
+        assert [r["trace_id"] for r in body["items"]] == ids[(page - 1) * limit : page * limit], (limit, page)
+        assert body["next_page"] == (page + 1 if page * limit < len(ids) else None)
     html = client.get("/traces").text
     assert html.count('<tr data-trace-id="') == 50 and "page=2" in html and "next →" in html
     html = client.get("/traces", params={"page": 3}).text

@@ -188,7 +188,10 @@ class UIContext:
     @classmethod
     def open(cls, database_url: str, token: str | None = None) -> UIContext:
         """Open the store read-only; ``StoreNotFoundError`` when it is not there."""
-        return cls(database_url, TraceStore(database_url, read_only=True), token=token)
+        store = TraceStore(database_url, read_only=True)
+        if store.engine.dialect.name == "postgresql":
+            _no_jit(store.engine)
+        return cls(database_url, store, token=token)
 
     def render(self, request: Request, name: str, status_code: int = 200, **variables: Any) -> HTMLResponse:
         """``name`` rendered with ``variables`` plus ``request``, ``root_path`` (links under a mount:
@@ -205,6 +208,22 @@ class UIContext:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _no_jit(engine: Any) -> None:
+    """PostgreSQL's JIT compiles a query whose estimated cost is high, which a page's per-row
+    lookups can reach: 1-2 s of compiling for a query that runs in 20 ms. A UI's queries are
+    short: off on its connections."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET jit = off")
+        cursor.close()
+        dbapi_connection.commit()  # a SET in a transaction that is rolled back would not last
+
+    engine.dispose()  # the connection the store check opened predates the listener
 
 
 def context(request: Request) -> UIContext:

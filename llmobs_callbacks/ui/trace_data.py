@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,14 +65,51 @@ def decode(text: Any) -> Any:
 # -- the list ------------------------------------------------------------------------------------
 
 
+WINDOW = timedelta(hours=1)  # the newest-first list looks at the last hour of roots first …
+WIDEN = 8  # … then 8 h, 64 h, 21 d, …, then everything
+
+
+def _windows(conn: sa.Connection, tq: TraceQuery) -> list[datetime | None]:
+    """Lower bounds of start time to try, narrowest first, ending in None (the whole range).
+    Newest first is a walk down the roots' index; bounding it lets every planner see that only
+    a short stretch is read, and a filter that matches rarely widens the window instead of
+    making the planner scan and sort every root."""
+    if tq.sort != "time" or not tq.descending:
+        return [None]
+    c = SPANS.c
+    roots = [c.parent_span_id.is_(None)]
+    if tq.where.until is not None:
+        roots.append(c.start_time < tq.where.until.astimezone(timezone.utc))
+    # Two queries: each is one seek at an end of the roots' index (min and max together scan it).
+    newest = as_datetime(conn.execute(sa.select(sa.func.max(c.start_time)).where(*roots)).scalar())
+    oldest = as_datetime(conn.execute(sa.select(sa.func.min(c.start_time)).where(*roots)).scalar())
+    if newest is None or oldest is None:
+        return [None]
+    floor = max(oldest, tq.where.since) if tq.where.since is not None else oldest
+    bounds: list[datetime | None] = []
+    width = WINDOW
+    while newest - width > floor:
+        bounds.append(newest - width)
+        width *= WIDEN
+    return [*bounds, None]
+
+
 def list_traces(engine: sa.Engine, tq: TraceQuery) -> tuple[list[dict[str, Any]], bool]:
     """One page of requests (``limit + 1`` fetched: whether a next page exists, without a count)
     with each root's input preview."""
-    query = trace_page_query(
-        tq.where, sort=tq.sort, descending=tq.descending, limit=tq.limit + 1, offset=tq.offset
-    )
     with engine.connect() as conn:
-        rows = [_row(m) for m in conn.execute(query).mappings()]
+        for bound in _windows(conn, tq):
+            query = trace_page_query(
+                tq.where,
+                sort=tq.sort,
+                descending=tq.descending,
+                limit=tq.limit + 1,
+                offset=tq.offset,
+                newer_than=bound,
+            )
+            rows = [_row(m) for m in conn.execute(query).mappings()]
+            if len(rows) > tq.limit:  # the window holds the whole page and one more: it is the answer
+                break
         has_next = len(rows) > tq.limit
         rows = rows[: tq.limit]
         if rows:
@@ -211,16 +248,19 @@ def load_trace(engine: sa.Engine, trace_id: str) -> TraceView | None:
         if root.get("session_id"):
             r = SPANS.alias("r").c
             same = (r.session_id == root["session_id"], r.parent_span_id.is_(None), user_facing(r.internal))
+            # Ordered by an expression, not the column: else a planner may walk the start-time
+            # index (no end when the session has no later turn) instead of the session's index.
+            when = sa.func.coalesce(r.start_time, r.start_time)
             prev_id = conn.execute(
                 sa.select(r.trace_id)
                 .where(*same, r.start_time < root["start_time"])
-                .order_by(r.start_time.desc())
+                .order_by(when.desc())
                 .limit(1)
             ).scalar()
             next_id = conn.execute(
                 sa.select(r.trace_id)
                 .where(*same, r.start_time > root["start_time"])
-                .order_by(r.start_time.asc())
+                .order_by(when.asc())
                 .limit(1)
             ).scalar()
     summary = _row(summary_rows[0]) if summary_rows else {}
