@@ -72,7 +72,7 @@ def overview(request: Request) -> Response:
         charts_json=json.dumps(charts, separators=(",", ":")),
         charts_src="/api/charts/overview?" + _query(window.params()),
         chart_ids=list(charts["charts"]),
-        quality=od.quality(store, window),
+        quality=od.quality(store, window, data),
         anomalies_src="/fragments/anomalies?" + _query({"now": od.isotime(window.until), "limit": 5}),
         window_query=_query(window.params()),
     )

@@ -170,6 +170,7 @@ class Traffic:
     buckets: list[int]  # epoch seconds of every bucket of the window (empty ones included)
     rows: list[dict[str, Any]]  # t, version, model, requests, errors, cost, tokens
     versions: dict[str, VersionStats] = field(default_factory=dict)
+    requests: Any = None  # trace_id, version of each request (a DataFrame): for quality()
     p95_by_bucket: dict[tuple[int, str], float] = field(default_factory=dict)  # latency
     ttft_p50_by_bucket: dict[tuple[int, str], float] = field(default_factory=dict)
 
@@ -189,13 +190,14 @@ def traffic(store: TraceStore, window: Window) -> Traffic:
     """Counts, errors, cost and tokens per bucket, version and model, p95 latency and median
     TTFT per bucket and version, and latency / TTFT percentiles per version.
 
-    One pass: the window's requests (``requests_query``, bucketed in SQL) as eight narrow
+    One pass: the window's requests (``requests_query``, bucketed in SQL) as nine narrow
     columns through the store's Arrow reader, grouped by pandas. Percentiles need the values
     (SQLite has no percentile aggregate), and a second, grouped query would run the requests
     query again: on a 1M-span store the grouped query alone took longer than this read."""
     dialect = store.engine.dialect.name
     req = _requests(window)
     query = sa.select(
+        req.c.trace_id,
         epoch_bucket(req.c.start_time, window.step_s, dialect).label("bucket"),
         sa.func.coalesce(req.c.prompt_version, NONE).label("version"),
         sa.func.coalesce(req.c.model, NONE).label("model"),
@@ -216,6 +218,8 @@ def traffic(store: TraceStore, window: Window) -> Traffic:
     frame["bucket"] = frame["bucket"].astype("int64")
     frame["error"] = frame["error"].astype("int64")
     frame["tokens"] = frame["tokens"].astype("float64").fillna(0)
+    frame["trace_id"] = frame["trace_id"].astype(str)
+    out.requests = frame[["trace_id", "version"]]
     grouped = frame.groupby(["bucket", "version", "model"], sort=True).agg(
         requests=("error", "size"),
         errors=("error", "sum"),
@@ -453,36 +457,36 @@ def scale_of(low: float, high: float) -> str:
     return "other"
 
 
-def quality(store: TraceStore, window: Window) -> Quality:
+def quality(store: TraceStore, window: Window, data: Traffic | None = None) -> Quality:
     """Means of the current scores (judge, feedback, rules) of the window's requests per prompt
-    version and score; a score name's scale comes from its values in the window."""
-    req = _requests(window)
+    version and score; a score name's scale comes from its values in the window.
+
+    The window's requests come from ``data`` (``traffic``'s pass, not a second requests query);
+    their scores are those created since the window began (a score follows its trace, as the
+    anomaly detector reads them), joined by pandas."""
+    data = data or traffic(store, window)
+    if data.requests is None or data.requests.empty:
+        return Quality({}, {})
     c = SCORES.c
-    version = sa.func.coalesce(req.c.prompt_version, NONE).label("version")
-    query = (
-        sa.select(
-            version,
-            c.source,
-            c.name,
-            sa.func.avg(c.value).label("mean"),
-            sa.func.count().label("n"),
-            sa.func.min(c.value).label("low"),
-            sa.func.max(c.value).label("high"),
+    scores = store._frame(
+        sa.select(c.trace_id, c.source, c.name, c.value).where(
+            c.value.is_not(None), current_score(), c.created_at >= bind_time(window.since)
         )
-        .select_from(SCORES.join(req, req.c.trace_id == c.trace_id))
-        .where(c.value.is_not(None), current_score())
-        .group_by(version, c.source, c.name)
-        .order_by(c.source, c.name, version)
     )
-    rows = _rows(store, query)
-    bounds: dict[str, list[float]] = {}
-    for r in rows:
-        low, high = bounds.get(r.name, [math.inf, -math.inf])
-        bounds[r.name] = [min(low, float(r.low)), max(high, float(r.high))]
-    names = {name: scale_of(*b) for name, b in bounds.items()}
+    if scores.empty:
+        return Quality({}, {})
+    scores["trace_id"] = scores["trace_id"].astype(str)
+    scores["value"] = scores["value"].astype("float64")
+    joined = scores.merge(data.requests, on="trace_id")
+    if joined.empty:
+        return Quality({}, {})
+    bounds = joined.groupby("name")["value"].agg(["min", "max"])
+    names = {str(n): scale_of(float(r["min"]), float(r["max"])) for n, r in bounds.iterrows()}
+    stats = joined.groupby(["source", "name", "version"])["value"].agg(["mean", "size"])
     scales: dict[str, list[QualityRow]] = defaultdict(list)
-    for r in rows:
-        scales[names[r.name]].append(QualityRow(r.version, r.source, r.name, float(r.mean), int(r.n)))
+    for (source, name, version), r in stats.iterrows():
+        row = QualityRow(str(version), str(source), str(name), float(r["mean"]), int(r["size"]))
+        scales[names[str(name)]].append(row)
     return Quality(dict(scales), names)
 
 
