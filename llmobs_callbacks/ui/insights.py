@@ -307,7 +307,7 @@ def gate_page(request: Request) -> Response:
     try:
         result = od.gate(ctx.store, baseline, candidate, since, until)
     except (GateInputError, ValueError, KeyError) as exc:
-        error = f"{exc}; known versions: {', '.join(known) or 'none'}"
+        error = str(exc) if "known" in str(exc) else f"{exc}; known versions: {_listing(known)}"
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     return ctx.render(
         request, "gate.html", result=result, rows=[_gate_row(r) for r in result.rows], **variables

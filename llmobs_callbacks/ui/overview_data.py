@@ -834,13 +834,18 @@ def side_by_side(left: str, right: str) -> list[DiffLine]:
 
 
 def known_versions(store: TraceStore, exact: bool = False) -> list[str]:
-    """Prompt versions the gate can compare. By default a superset read from two covering
-    indexes (the versions declared on roots and on LLM calls: milliseconds on a large store);
-    ``exact=True``: the versions of requests (``requests_query``: a pass over every request)."""
+    """Prompt versions the gate can compare. By default the ``prompt_versions`` catalog (every
+    version the handler saw, declared or with a template: a few rows), else, for a store written
+    without it, the versions on roots and LLM calls; ``exact=True``: the versions of requests
+    (``requests_query``: a pass over every request)."""
     if exact:
         req = requests_query().order_by(None).subquery("req")
         query = sa.select(req.c.prompt_version).where(req.c.prompt_version.is_not(None)).distinct()
         return sorted(str(r.prompt_version) for r in _rows(store, query))
+    catalog = sa.table("prompt_versions", sa.column("prompt_version"))
+    listed = {str(r.prompt_version) for r in _rows(store, sa.select(catalog.c.prompt_version).distinct())}
+    if listed:
+        return sorted(listed)
     s = SPANS.c
     roots = sa.select(s.prompt_version).where(
         s.parent_span_id.is_(None), user_facing(s.internal), s.prompt_version.is_not(None)
