@@ -150,6 +150,7 @@ def routes(url: str) -> list[tuple[str, str, str | None]]:
         ("/traces?search=no-such-text (no match: a full scan)", "/traces?search=no-such-text", None),
         ("/traces?sort=cost (every request's sums)", "/traces?sort=cost", None),
         ("/api/traces", "/api/traces", "300"),
+        ("/api/summary (every request: pandas)", "/api/summary", None),
         ("/traces/{id} (50 spans)", f"/traces/{BIG_TRACE}", "200"),
         ("/api/traces/{id} (50 spans)", f"/api/traces/{BIG_TRACE}", "200"),
         ("/traces/{id} (10 spans)", f"/traces/{small}", "200"),

@@ -98,7 +98,9 @@ def list_traces(engine: sa.Engine, tq: TraceQuery) -> tuple[list[dict[str, Any]]
     """One page of requests (``limit + 1`` fetched: whether a next page exists, without a count)
     with each root's input preview."""
     with engine.connect() as conn:
-        for bound in _windows(conn, tq):
+        windows = _windows(conn, tq)
+        while windows:
+            bound = windows.pop(0)
             query = trace_page_query(
                 tq.where,
                 sort=tq.sort,
@@ -110,6 +112,8 @@ def list_traces(engine: sa.Engine, tq: TraceQuery) -> tuple[list[dict[str, Any]]
             rows = [_row(m) for m in conn.execute(query).mappings()]
             if len(rows) > tq.limit:  # the window holds the whole page and one more: it is the answer
                 break
+            if not rows and tq.offset == 0:  # a rare match: wider windows would scan it all again
+                windows = windows[-1:]
         has_next = len(rows) > tq.limit
         rows = rows[: tq.limit]
         if rows:
