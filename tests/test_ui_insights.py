@@ -20,6 +20,7 @@ from ui_support import HOSTILE_INPUT, HOSTILE_SESSION, DemoStore
 
 from llmobs_callbacks.analysis import TraceStore
 from llmobs_callbacks.demo import Scenario, simulate
+from llmobs_callbacks.sinks.schema import ensure_schema, make_engine
 from llmobs_callbacks.ui import create_app
 
 sqlite_demo_store = ui_support.sqlite_demo_store
@@ -361,6 +362,30 @@ def test_a_content_off_store_says_content_was_not_captured(tmp_path_factory: pyt
         prompts = c.get("/prompts").text
         assert prompts.count("template not captured") == 3  # v1 (two templates), v2
         assert 'id="template-diff"' in prompts and 'href="/gate?baseline=v1&amp;candidate=v2"' in prompts
+
+
+def test_an_empty_store_renders_every_page(tmp_path_factory: pytest.TempPathFactory) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('empty') / 'llmobs.db'}"
+    engine = make_engine(url)
+    ensure_schema(engine)
+    engine.dispose()
+    with TestClient(create_app(url)) as c:
+        overview = c.get("/")
+        assert overview.status_code == 200 and "No requests in this window." in overview.text
+        charts = c.get("/api/charts/overview").json()["charts"]
+        assert all(sum(sum(v or 0 for v in s["values"]) for s in ch["series"]) == 0 for ch in charts.values())
+        for path in (
+            "/fragments/overview/branches",
+            "/fragments/overview/tools",
+            "/fragments/overview/spend",
+        ):
+            assert c.get(path).status_code == 200
+        assert "No anomalies." in c.get("/anomalies").text
+        assert "no sessions" in c.get("/sessions").text
+        assert "No prompt versions in the store" in c.get("/prompts").text
+        gate = c.get("/gate?baseline=v1&candidate=v2")
+        assert gate.status_code == 400
+        assert one_line_error(gate.text) == "unknown prompt version 'v1', 'v2'; known versions: none"
 
 
 def test_session_conversation_escapes_stored_text_and_links_each_trace(
