@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -29,6 +30,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if value is None or isinstance(value, (str, int, bool)):
         return value
+    if isinstance(value, Decimal):  # PostgreSQL's numeric sums
+        return _plain(float(value))
     if hasattr(value, "item"):  # numpy scalars
         return _plain(value.item())
     return str(value)

@@ -184,6 +184,7 @@ class UIContext:
     env: jinja2.Environment = field(default_factory=make_environment)
     token: str | None = None
     feedback: Any = None  # feedback.FeedbackWriter: the one writer (opened on the first rating)
+    memo: dict[str, Any] = field(default_factory=dict)  # per-app caches of the pages (by name)
 
     @classmethod
     def open(cls, database_url: str, token: str | None = None) -> UIContext:

@@ -47,10 +47,7 @@ class _Choices:
 
 
 def _choices(ctx: UIContext) -> _Choices:
-    choices = getattr(ctx, "_trace_choices", None)
-    if choices is None:
-        choices = ctx._trace_choices = _Choices()  # type: ignore[attr-defined]
-    return choices
+    return ctx.memo.setdefault("trace_choices", _Choices())
 
 
 def traces_page(request: Request) -> Response:
