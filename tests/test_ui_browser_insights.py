@@ -40,7 +40,7 @@ def test_overview_draws_every_chart_and_the_range_picker_changes_the_window(
     _charts_ready(page)
     boxes = page.locator(".chart[data-chart]")
     assert boxes.count() == 8
-    assert page.locator(".chart[data-drawn='1']").count() == 8  # every chart has data in the default window
+    assert page.locator("#charts .chart[data-drawn='1']").count() == 8  # every chart has data in the window
     ink = page.evaluate(INK)
     assert len(ink) == 8 and all(n > 500 for n in ink), ink
     for panel in (
@@ -51,6 +51,8 @@ def test_overview_draws_every_chart_and_the_range_picker_changes_the_window(
     ):
         page.wait_for_selector(panel, timeout=15_000)  # the htmx fragments arrived
     assert "quality_drop" in page.locator("#anomalies").inner_text()
+    # the branch mix over time arrives in its fragment and is drawn there
+    page.wait_for_selector("#panel-branches .chart[data-drawn='1'] canvas", timeout=10_000)
     assert "showing the 24h up to the newest request" in page.locator("#window-note").inner_text()
     screenshot(page, "insights-overview")
     # 1 h: the last hour of the store (the idle store's note), still drawn; fewer requests

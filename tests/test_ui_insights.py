@@ -145,7 +145,7 @@ def test_branch_shares_sum_to_100_percent_within_each_graph_and_node(
 ) -> None:
     text = with_panels(client)
     tables = re.findall(
-        r'<table class="list branch" data-graph="([^"]+)" data-node="([^"]+)">(.*?)</table>', text, re.S
+        r'<table class="list branch" data-graph="([^"]+)" data-node="([^"]+)">(.*?)</figure>', text, re.S
     )
     assert tables
     expected: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
@@ -162,6 +162,12 @@ def test_branch_shares_sum_to_100_percent_within_each_graph_and_node(
             to: int(n) for to, n in re.findall(r"<tr><td>([^<]+)</td><td class=\"num\">(\d+)</td>", body)
         }
         assert counts == expected[(graph, node)]
+        # and per time bucket: the routes' shares of each bucket with decisions sum to 1
+        chart = json.loads(html.unescape(re.search(r"data-chart-json='([^']*)'", body).group(1)))
+        for i in range(len(chart["x"])):
+            shares = [s["values"][i] for s in chart["series"] if s["values"][i] is not None]
+            assert not shares or sum(shares) == pytest.approx(1.0)
+        assert {s["label"] for s in chart["series"]} == set(expected[(graph, node)])
 
 
 def test_tools_retrieval_and_quality_panels_match_the_store(

@@ -339,26 +339,46 @@ class BranchMix:
     from_node: str
     total: int
     routes: list[tuple[str, int, float]]  # to_node, count, share of this (graph, from_node)
+    chart: dict[str, Any] = field(default_factory=dict)  # each route's share per time bucket
 
 
 def branch_mix(store: TraceStore, window: Window) -> list[BranchMix]:
-    """Routing decisions per graph and node, counted in SQL; shares are within each (graph,
-    from_node): decisions of different graphs are never added up."""
+    """Routing decisions per graph and node, counted in SQL per time bucket; shares are within
+    each (graph, from_node), in the window and per bucket: decisions of different graphs are
+    never added up."""
     c = BRANCHES.c
+    bucket = epoch_bucket(c.created_at, window.step_s, store.engine.dialect.name).label("bucket")
     query = (
-        sa.select(c.graph, c.from_node, c.to_node, sa.func.count().label("n"))
+        sa.select(bucket, c.graph, c.from_node, c.to_node, sa.func.count().label("n"))
         .where(c.created_at >= bind_time(window.since), c.created_at < bind_time(window.until))
-        .group_by(c.graph, c.from_node, c.to_node)
-        .order_by(c.graph, c.from_node, c.to_node)
+        .group_by(bucket, c.graph, c.from_node, c.to_node)
     )
-    groups: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
+    counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_bucket: dict[tuple[str, str], dict[tuple[int, str], int]] = defaultdict(dict)
     for r in _rows(store, query):
-        groups[(r.graph, r.from_node)].append((r.to_node, int(r.n)))
+        key = (str(r.graph), str(r.from_node))
+        counts[key][str(r.to_node)] += int(r.n)
+        per_bucket[key][(int(r.bucket), str(r.to_node))] = int(r.n)
+    first = int(window.since.timestamp()) // window.step_s * window.step_s
+    last = int(window.until.timestamp() - 1e-6) // window.step_s * window.step_s
+    x = list(range(first, last + 1, window.step_s))
     out = []
-    for (graph, node), routes in groups.items():
-        total = sum(n for _, n in routes)
-        ordered = sorted(routes, key=lambda item: -item[1])
-        out.append(BranchMix(graph, node, total, [(to, n, n / total) for to, n in ordered]))
+    for (graph, node), routes in sorted(counts.items()):
+        total = sum(routes.values())
+        ordered = sorted(routes.items(), key=lambda item: (-item[1], item[0]))
+        points = per_bucket[(graph, node)]
+        totals = defaultdict(int)
+        for (b, _), n in points.items():
+            totals[b] += n
+        series = [
+            {
+                "label": to,
+                "values": [points.get((b, to), 0) / totals[b] if totals.get(b) else None for b in x],
+            }
+            for to, _ in ordered
+        ]
+        chart = _chart(f"branch-{graph}-{node}", f"{graph}: routes from {node} (share)", "share", x, series)
+        out.append(BranchMix(graph, node, total, [(to, n, n / total) for to, n in ordered], chart))
     return out
 
 

@@ -92,6 +92,15 @@
       .catch(function (err) { root.textContent = "charts could not be loaded: " + err; });
   }
 
+  /* Charts that arrive in an htmx fragment carry their data: data-chart-json. */
+  function drawInline(root) {
+    if (typeof uPlot === "undefined") return;
+    root.querySelectorAll(".chart[data-chart-json]:not([data-drawn])").forEach(function (box) {
+      draw(box, JSON.parse(box.getAttribute("data-chart-json")));
+    });
+  }
+
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
+  document.addEventListener("htmx:afterSettle", function (event) { drawInline(event.target); });
 })();
