@@ -508,7 +508,7 @@ def trace_page_query(
     if sort not in TRACE_SORTS:
         raise ValueError(f"sort must be one of: {', '.join(TRACE_SORTS)}")
     _, r, computed = _per_root_requests("page_root")
-    ids = sa.select(r.span_id).where(
+    ids = sa.select(r.trace_id, r.start_time).where(
         r.parent_span_id.is_(None), *time_range(r.start_time, where.since, where.until)
     )
     if newer_than is not None:
@@ -559,7 +559,8 @@ def trace_page_query(
         ids = ids.offset(offset)
     shown = ids.subquery("page")
     page, p, _ = _per_root_requests("root")
-    # A join from the page's root span ids (not ``IN``, not by trace id): each root is one
-    # primary-key lookup, where SQLite would otherwise scan the roots' index for each of them.
+    # A join on (trace id, start time), columns the roots' indexes hold (SQLite's covers them):
+    # each shown root is one seek, where ``IN (ids)`` let SQLite scan the roots' index for each.
     root = p.trace_id.table
-    return page.select_from(shown.join(root, root.c.span_id == shown.c.span_id)).order_by(*order(p))
+    on = sa.and_(root.c.trace_id == shown.c.trace_id, root.c.start_time == shown.c.start_time)
+    return page.select_from(shown.join(root, on)).order_by(*order(p))
