@@ -96,12 +96,12 @@ def test_open_a_trace_expand_a_span_and_read_its_numbers(
     row = page.locator(f"#span-{llm['span_id']}")
     assert row.get_attribute("open") is None
     assert not row.locator(".span-details").is_visible()
-    row.locator("summary").click()
+    row.locator(":scope > summary").click()
     assert row.get_attribute("open") is not None and row.locator(".span-details").is_visible()
     assert row.locator(".tok-in").inner_text() == tokens(llm["input_tokens"])
     assert row.locator(".tok-out").inner_text() == tokens(llm["output_tokens"])
     assert row.locator(".span-cost-detail").inner_text().startswith(money(llm["cost_usd"], 8))
-    assert row.locator("summary .span-cost").inner_text() == money(llm["cost_usd"])
+    assert row.locator(":scope > summary .span-cost").inner_text() == money(llm["cost_usd"])
     assert row.locator(".message .role").first.is_visible()  # chat input shown as messages
     header = page.locator("dd.tokens")
     assert header.get_attribute("data-input") == str(llm["input_tokens"])
@@ -135,7 +135,7 @@ def test_hostile_input_renders_inert(page: Any, live_server: str, sqlite_demo_st
     assert page.locator("#trace-table td.preview").first.inner_text().startswith("<script>alert(1)</script>")
     page.goto(f"{live_server}/traces/{sqlite_demo_store.hostile_trace_id}")
     for details in page.locator("details.span-row").all():
-        details.locator("summary").click()
+        details.locator(":scope > summary").click()
     page.wait_for_timeout(300)  # time for anything that would run to run
     text = page.inner_text("main")
     assert "<script>alert(1)</script>" in text and "<img src=x onerror=alert(2)>" in text
