@@ -436,6 +436,16 @@ def test_signed_feedback_endpoint(demo_store: DemoStore) -> None:
         assert "access-control-allow-origin" not in evil.headers
     with pytest.raises(ValueError, match="secret"):
         feedback_app(demo_store.url, "")
+    # the app's own LLMObs: the same writer as its spans (and left open for the app)
+    with LLMObs(demo_store.url, prometheus_registry=None) as obs:
+        with TestClient(feedback_app(obs, secret)) as c:
+            r = c.post("/", json={"trace_id": other, "token": sign_trace(other, secret), "score": 0.0})
+            assert r.status_code == 201, r.text
+        later = obs.feedback(other, 1.0, comment="after the feedback app stopped")
+        assert obs.flush(10.0)  # the app's LLMObs still writes: the feedback app did not close it
+    assert rows(demo_store.url, "select comment from scores where id = :i", i=later)[0]["comment"] == (
+        "after the feedback app stopped"
+    )
 
 
 # -- the token ---------------------------------------------------------------------------------
