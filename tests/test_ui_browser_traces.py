@@ -46,7 +46,7 @@ def test_filter_by_prompt_version_and_search(
     page.goto(f"{live_server}/traces")
     assert set(column(page, 3)) == {"v2"}  # the newest 50 are all v2
     page.select_option("select[name=prompt_version]", "v1")
-    page.wait_for_url(re.compile(r"prompt_version=v1"))  # htmx pushed the filters into the URL
+    page.wait_for_url(re.compile(r"/traces\?prompt_version=v1$"))  # the filters in use, in the URL
     page.wait_for_function(
         "() => [...document.querySelectorAll('#trace-table tbody tr td:nth-child(3)')]"
         ".every(td => td.textContent.trim() === 'v1')"
@@ -61,7 +61,7 @@ def test_filter_by_prompt_version_and_search(
     screenshot(page, "traces-filtered-v1")
     page.fill("input[name=search]", "warranty")
     page.press("input[name=search]", "Enter")
-    page.wait_for_url(re.compile(r"search=warranty"))
+    page.wait_for_url(re.compile(r"/traces\?prompt_version=v1&search=warranty$"))
     with TraceStore(sqlite_demo_store.url) as ts:
         expected_ids = list(ts.find_traces(prompt_version="v1", search="warranty", limit=50).trace_id)
     assert expected_ids

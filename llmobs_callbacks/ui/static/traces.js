@@ -3,6 +3,20 @@
 // the scores section reloads from the store (htmx, on the "llmobs:feedback" event).
 (function () {
   "use strict";
+  // The trace list's filter form: empty fields stay out of the request, so the URL htmx pushes
+  // names only the filters in use (/traces?prompt_version=v1, not ?since=&until=&…).
+  document.addEventListener("htmx:configRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.closest || !elt.closest("form.filters")) return;
+    var params = event.detail.parameters;
+    var keys = typeof params.keys === "function" ? Array.from(params.keys()) : Object.keys(params);
+    keys.forEach(function (key) {
+      var value = typeof params.get === "function" ? params.get(key) : params[key];
+      if (value === "" || value === null) {
+        if (typeof params.delete === "function") params.delete(key); else delete params[key];
+      }
+    });
+  });
   function ready(fn) {
     if (document.readyState !== "loading") fn(); else document.addEventListener("DOMContentLoaded", fn);
   }
