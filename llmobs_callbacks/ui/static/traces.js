@@ -43,7 +43,7 @@
         return response.json().then(function (data) { return { status: response.status, data: data }; });
       }).then(function (r) {
         if (r.status === 201 || r.status === 202) {
-          result.textContent = "thanks: feedback stored (" + (score >= 0.5 ? "👍" : "👎") + ")";
+          result.textContent = "thanks: feedback stored (" + (score >= 0.5 ? "👍 good" : "👎 bad") + ")";
           form.elements.comment.value = "";
           document.body.dispatchEvent(new CustomEvent("llmobs:feedback"));
         } else {
