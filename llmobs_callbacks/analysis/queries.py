@@ -425,3 +425,148 @@ def sessions_query(
     if offset:
         query = query.offset(offset)
     return query
+
+
+# -- the UI's pages of requests: the newest first, computed per shown row ------------------------
+
+
+def _per_root_requests(name: str = "root") -> tuple[sa.Select, Any, dict[str, sa.ColumnElement]]:
+    """``requests_query``'s columns as correlated lookups per root (the LLM calls' index), not
+    one aggregate over every call: for queries that keep a few roots. Returns the select (roots
+    only, no other filter), the roots' columns and the computed ``first_version``, ``model``,
+    ``cost`` (for filters)."""
+    root = SPANS.alias(name)
+    r = root.c
+    k = SPANS.alias(f"{name}_call").c
+    of_root = (k.trace_id == r.trace_id, k.kind == _LLM)
+    unpriced = sa.and_(
+        k.cost_usd.is_(None), sa.or_(k.input_tokens.is_not(None), k.output_tokens.is_not(None))
+    )
+
+    def total(expr: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(expr).where(*of_root).scalar_subquery()
+
+    def first(column: sa.ColumnElement) -> sa.ScalarSelect:
+        return sa.select(column).where(*of_root).order_by(k.start_time, k.span_id).limit(1).scalar_subquery()
+
+    input_tokens = sa.func.coalesce(total(sa.func.sum(k.input_tokens)), 0)
+    output_tokens = sa.func.coalesce(total(sa.func.sum(k.output_tokens)), 0)
+    first_version = first(k.prompt_version)
+    prompt = sa.case((r.prompt_version.is_not(None), r.prompt_name), else_=first(k.prompt_name))
+    model = first(k.model)
+    cost = total(sa.func.sum(k.cost_usd))
+    query = sa.select(
+        r.trace_id,
+        r.name,
+        r.start_time,
+        r.latency_ms,
+        first(k.ttft_ms).label("ttft_ms"),
+        r.status,
+        r.error_type,
+        input_tokens.label("input_tokens"),
+        output_tokens.label("output_tokens"),
+        (input_tokens + output_tokens).label("tokens"),
+        cost.label("cost_usd"),
+        total(sa.func.count()).label("llm_calls"),
+        sa.func.coalesce(total(sa.func.sum(sa.case((unpriced, 1), else_=0))), 0).label("unpriced_calls"),
+        total(sa.func.max(sa.case((unpriced, k.model)))).label("unpriced_model"),
+        prompt.label("prompt_name"),
+        sa.func.coalesce(r.prompt_version, first_version).label("prompt_version"),
+        model.label("model"),
+        r.session_id,
+        r.user_id,
+        r.internal,
+    ).where(r.parent_span_id.is_(None))
+    return query, r, {"first_version": first_version, "model": model, "cost": cost}
+
+
+def request_query(trace_id: str) -> sa.Select:
+    """The one request ``trace_id`` is (the columns of ``requests_query``; internal traces too),
+    looked up by its id: no scan of the roots."""
+    query, r, _ = _per_root_requests()
+    return query.where(r.trace_id == trace_id)
+
+
+def _any_of(column: sa.ColumnElement, value: str | Sequence[str]) -> sa.ColumnElement:
+    return column == value if isinstance(value, str) else column.in_(list(value))
+
+
+def trace_page_query(
+    where: TraceFilter = TraceFilter(),
+    *,
+    sort: str = "time",
+    descending: bool = True,
+    limit: int = 50,
+    offset: int = 0,
+    newer_than: datetime | None = None,
+) -> sa.Select:
+    """The rows of ``trace_list_query`` (same columns, same filters, same order), computed for
+    the shown page only. Two steps: the page's roots (walked in start-time order on the roots'
+    index, filters that need an LLM call's columns looked up per root), then the LLM sums and
+    first call of those ``limit`` roots only, from the LLM calls' index. Sorting by cost or
+    tokens needs every request's sums: that is ``trace_list_query``.
+
+    ``newer_than``: only roots started at or after it (a narrower window than ``where.since``:
+    ``ui.trace_data`` widens it until the page is full, so a planner never has to guess how many
+    roots a filter skips)."""
+    if sort in ("cost", "tokens"):
+        return trace_list_query(where, sort=sort, descending=descending, limit=limit, offset=offset)
+    if sort not in TRACE_SORTS:
+        raise ValueError(f"sort must be one of: {', '.join(TRACE_SORTS)}")
+    _, r, computed = _per_root_requests("page_root")
+    ids = sa.select(r.trace_id, r.start_time).where(
+        r.parent_span_id.is_(None), *time_range(r.start_time, where.since, where.until)
+    )
+    if newer_than is not None:
+        ids = ids.where(r.start_time >= bind_time(newer_than))
+    if not where.include_internal:
+        ids = ids.where(user_facing(r.internal))
+    ids = where_equal(
+        ids,
+        (r.name, where.name),
+        (r.status, where.status),
+        (r.session_id, where.session_id),
+        (r.user_id, where.user_id),
+        (computed["model"], where.model),
+    )
+    if where.prompt_version is not None:
+        # coalesce(root's, first call's) = v, spelled so that a planner can estimate the root's
+        # part from its statistics (a coalesce over a subquery it cannot).
+        v = where.prompt_version
+        ids = ids.where(
+            sa.or_(
+                _any_of(r.prompt_version, v),
+                sa.and_(r.prompt_version.is_(None), _any_of(computed["first_version"], v)),
+            )
+        )
+    if where.min_cost is not None:
+        ids = ids.where(computed["cost"] >= where.min_cost)
+    if where.min_latency_ms is not None:
+        ids = ids.where(r.latency_ms >= where.min_latency_ms)
+    if where.search:
+        s = SPANS.alias("found").c
+        text = where.search
+        matches = sa.or_(
+            s.input.icontains(text, autoescape=True),
+            s.output.icontains(text, autoescape=True),
+            s.error_message.icontains(text, autoescape=True),
+        )
+        ids = ids.where(sa.exists().where(s.trace_id == r.trace_id, matches))
+
+    def order(c: Any) -> list[sa.ColumnElement]:
+        if sort == "time":
+            first = c.start_time.desc() if descending else c.start_time.asc()
+        else:
+            first = (c.latency_ms.desc() if descending else c.latency_ms.asc()).nulls_last()
+        return [first, c.start_time.desc(), c.trace_id]
+
+    ids = ids.order_by(*order(r)).limit(limit)
+    if offset:
+        ids = ids.offset(offset)
+    shown = ids.subquery("page")
+    page, p, _ = _per_root_requests("root")
+    # A join on (trace id, start time), columns the roots' indexes hold (SQLite's covers them):
+    # each shown root is one seek, where ``IN (ids)`` let SQLite scan the roots' index for each.
+    root = p.trace_id.table
+    on = sa.and_(root.c.trace_id == shown.c.trace_id, root.c.start_time == shown.c.start_time)
+    return page.select_from(shown.join(root, on)).order_by(*order(p))

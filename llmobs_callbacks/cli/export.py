@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .errors import os_error
+from .errors import UserError, os_error
 from .stores import DatabaseUrl
 
 # (Thresholds field, flag, help): the threshold flags of both commands.
@@ -83,14 +83,28 @@ def export_grafana(
     title: Annotated[
         str, typer.Option(metavar="TEXT", help="dashboard title")
     ] = "LLM observability (llmobs)",
+    ui_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ui-url",
+            metavar="URL",
+            help="where `llmobs ui` serves (e.g. http://127.0.0.1:8790): exemplars and trace ids link "
+            "to its trace pages",
+        ),
+    ] = None,
     thresholds: Any = None,  # a Thresholds, from the flags with_thresholds adds
 ) -> int:
     """Write a Grafana dashboard (JSON) over the llmobs_* Prometheus metrics (import it in Grafana:
     Dashboards > New > Import; pick your Prometheus data source). The dashboard reads Prometheus,
-    not the store: --database-url is accepted for uniformity and not used."""
+    not the store: --database-url is accepted for uniformity and not used. With --ui-url, a
+    clicked exemplar (or trace id cell) opens URL/traces/<trace_id>."""
     from ..dashboards import dashboard_json
 
-    write(dashboard_json(thresholds, title=title), output, "the Grafana dashboard")
+    try:
+        text = dashboard_json(thresholds, title=title, ui_url=ui_url)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    write(text, output, "the Grafana dashboard")
     return 0
 
 

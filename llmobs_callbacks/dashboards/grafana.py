@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..sinks import metric_names as m
 from .promql import EMPTY_BUCKET, ERROR, IN_OUT, Thresholds, branch_share, one_of, series
@@ -32,10 +33,62 @@ _EXEMPLAR_SERIES = re.compile(
 
 
 def grafana_dashboard(
-    t: Thresholds | None = None, *, title: str = "LLM observability (llmobs)"
+    t: Thresholds | None = None, *, title: str = "LLM observability (llmobs)", ui_url: str | None = None
 ) -> dict[str, Any]:
-    """A Grafana dashboard (JSON model) over the ``llmobs_*`` metrics, with a data-source variable."""
+    """A Grafana dashboard (JSON model) over the ``llmobs_*`` metrics, with a data-source variable.
+
+    ``ui_url`` (where ``llmobs ui`` serves, e.g. ``http://127.0.0.1:8790``): every ``trace_id``
+    field (the exemplars' label, a table's column) links to ``{ui_url}/traces/<trace_id>``, and
+    the dashboard links to the UI. Raises ``ValueError`` for a URL that is not http(s)."""
     t = t or Thresholds()
+    dashboard = _dashboard(t, title)
+    if ui_url is not None:
+        add_trace_links(dashboard, ui_url)
+    return dashboard
+
+
+def ui_base_url(url: str) -> str:
+    """``url`` without a trailing slash, checked: an absolute http(s) URL with a host."""
+    parsed = urlsplit(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError(f"--ui-url {url!r}: expected an http(s) URL such as http://127.0.0.1:8790")
+    return url.strip().rstrip("/")
+
+
+TRACE_FIELD = "trace_id"  # the exemplars' label (sinks.metric_names) and a trace table's column
+
+
+def add_trace_links(dashboard: dict[str, Any], ui_url: str) -> dict[str, Any]:
+    """Make ``trace_id`` values open the trace page of the UI at ``ui_url`` (in place): a field
+    override on every panel (Grafana applies it to the exemplars' fields and to table cells;
+    ``${__value.raw}`` is the clicked trace id), and a dashboard link to the UI."""
+    base = ui_base_url(ui_url)
+    link = {"title": "Open the trace in llmobs", "url": base + "/traces/${__value.raw}", "targetBlank": True}
+    for panel in dashboard["panels"]:
+        if panel.get("type") == "row":  # a section header: no fields
+            continue
+        overrides = panel.setdefault("fieldConfig", {"defaults": {}, "overrides": []}).setdefault(
+            "overrides", []
+        )
+        overrides.append(
+            {
+                "matcher": {"id": "byName", "options": TRACE_FIELD},
+                "properties": [{"id": "links", "value": [link]}],
+            }
+        )
+    dashboard.setdefault("links", []).append(
+        {
+            "title": "llmobs UI",
+            "type": "link",
+            "url": base + "/",
+            "icon": "external link",
+            "targetBlank": True,
+        }
+    )
+    return dashboard
+
+
+def _dashboard(t: Thresholds, title: str) -> dict[str, Any]:
 
     def s(metric: str, *matchers: str) -> str:
         return series(metric, *matchers, _SCOPE, t.selector)

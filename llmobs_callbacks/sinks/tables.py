@@ -69,6 +69,16 @@ class SpanRow(SQLModel, table=True):
             *("kind", "trace_id", "start_time", "span_id"),
             postgresql_where=text("kind = 'llm'"),
         ).ddl_if(dialect="postgresql"),
+        # The UI's slowest requests first (``queries.trace_page_query(sort="latency")``): a walk
+        # of the roots in that order instead of reading and sorting every root row. SQLite's
+        # covering ix_spans_roots already holds latency_ms (its sort reads no row).
+        Index(
+            "ix_spans_root_latency_pg",
+            text("latency_ms DESC NULLS LAST"),
+            text("start_time DESC"),
+            "trace_id",
+            postgresql_where=text("parent_span_id IS NULL"),
+        ).ddl_if(dialect="postgresql"),
     )
 
     span_id: str = Field(primary_key=True, max_length=255)
