@@ -154,6 +154,14 @@ def routes(url: str) -> list[tuple[str, str, str | None]]:
         ("/traces/{id} (50 spans)", f"/traces/{BIG_TRACE}", "200"),
         ("/api/traces/{id} (50 spans)", f"/api/traces/{BIG_TRACE}", "200"),
         ("/traces/{id} (10 spans)", f"/traces/{small}", "200"),
+        # The overview and the other pages (no target in the issue; a page, then its panels).
+        ("/ (overview, 24 h)", "/", None),
+        ("/?range=1h", "/?range=1h", None),
+        ("/api/charts/overview", "/api/charts/overview", None),
+        *((f"/fragments/overview/{p}",) * 2 + (None,) for p in ("branches", "tools", "spend")),
+        ("/sessions", "/sessions", None),
+        ("/sessions/s-17", "/sessions/s-17", None),
+        ("/prompts", "/prompts", None),
     ]
 
 

@@ -424,6 +424,15 @@ def test_demo_ends_with_next_steps_that_run(tmp_path: Path, monkeypatch, capsys)
             assert costliest.startswith(words[2]) and printed.startswith(f"trace {costliest}")
         if words[1] == "gate":
             assert "FAIL" in printed
+    page = re.search(r"the web UI at http://127\.0\.0\.1:8790/ \(this request: (/traces/\S+)\)", out)
+    assert page, out
+    from starlette.testclient import TestClient
+
+    from llmobs_callbacks.ui import create_app
+
+    with TestClient(create_app(url)) as client:
+        shown = client.get(page.group(1))
+    assert shown.status_code == 200 and costliest in shown.text
     session = re.search(r"`llmobs session (\S+)` prints one", out)
     assert session and main(["session", session.group(1)]) == 0
     assert session.group(1) in capsys.readouterr().out

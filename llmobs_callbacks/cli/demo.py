@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -158,7 +159,11 @@ def print_next_steps(url: str, result: ReplayResult, scenario: Scenario) -> None
     if result.switch is not None:
         verdict = "v2 regressed: exit 1" if scenario.v2_regresses else "a control run: v2 behaves like v1"
         steps.append(("llmobs gate --baseline v1 --candidate v2", f"the release gate ({verdict})"))
-    steps.append(("llmobs ui", "the web UI (pip install 'llmobs-callbacks[ui]')"))
+    if importlib.util.find_spec("starlette") is None:
+        steps.append(("llmobs ui", "the web UI (pip install 'llmobs-callbacks[ui]')"))
+    else:
+        page = f"/traces/{costliest[0]}" if costliest is not None else "/"
+        steps.append(("llmobs ui", f"the web UI at http://127.0.0.1:8790/ (this request: {page})"))
     if Path("notebooks").is_dir():
         steps.append(("notebooks/*.ipynb", "pandas and plots on this store, in Jupyter or VS Code"))
     out.print("\nnext, try:")
