@@ -391,7 +391,7 @@ def test_an_empty_store_renders_every_page(tmp_path_factory: pytest.TempPathFact
         assert "No prompt versions in the store" in c.get("/prompts").text
         gate = c.get("/gate?baseline=v1&candidate=v2")
         assert gate.status_code == 400
-        assert one_line_error(gate.text) == "unknown prompt version 'v1', 'v2'; known versions: none"
+        assert one_line_error(gate.text) == "no requests for prompt_version 'v1', 'v2'; known: none"
 
 
 def test_session_conversation_escapes_stored_text_and_links_each_trace(
@@ -482,9 +482,9 @@ def test_gate_over_a_window_equals_the_store_gate_over_it(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("baseline=v1&candidate=v9", "unknown prompt version 'v9'; known versions: v1, v2"),
-        ("baseline=v1", "give both baseline and candidate (missing candidate); known versions: v1, v2"),
-        ("baseline=%3Cb%3E&candidate=v2", "unknown prompt version '<b>'; known versions: v1, v2"),
+        ("baseline=v1&candidate=v9", "no requests for prompt_version 'v9'; known: v1, v2"),
+        ("baseline=v1", "give both baseline and candidate (missing candidate); known: v1, v2"),
+        ("baseline=%3Cb%3E&candidate=v2", "no requests for prompt_version '<b>'; known: v1, v2"),
     ],
 )
 def test_gate_bad_versions_give_one_line_listing_the_known(

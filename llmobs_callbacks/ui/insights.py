@@ -290,13 +290,14 @@ def gate_page(request: Request) -> Response:
         return ctx.render(request, "gate.html", result=None, **variables)
     if not baseline or not candidate:
         missing = "baseline" if not baseline else "candidate"
-        error = f"give both baseline and candidate (missing {missing}); known versions: {_listing(known)}"
+        error = f"give both baseline and candidate (missing {missing}); known: {_listing(known)}"
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     unknown = [v for v in (baseline, candidate) if v not in known]
     if unknown:
         known = od.known_versions(ctx.store, exact=True)  # the message lists requests' versions only
         error = (
-            f"unknown prompt version {', '.join(repr(u) for u in unknown)}; known versions: "
+            # the words of `llmobs gate` (GateInputError), so both say the same thing
+            f"no requests for prompt_version {', '.join(repr(u) for u in unknown)}; known: "
             f"{', '.join(known) or 'none'}"
         )
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
@@ -307,7 +308,7 @@ def gate_page(request: Request) -> Response:
     try:
         result = od.gate(ctx.store, baseline, candidate, since, until)
     except (GateInputError, ValueError, KeyError) as exc:
-        error = str(exc) if "known" in str(exc) else f"{exc}; known versions: {_listing(known)}"
+        error = str(exc) if "known" in str(exc) else f"{exc}; known: {_listing(known)}"
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     return ctx.render(
         request, "gate.html", result=result, rows=[_gate_row(r) for r in result.rows], **variables
