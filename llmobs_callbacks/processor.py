@@ -43,8 +43,14 @@ class SpanExporter(Protocol):
 
 
 Preparer = Callable[[Sequence[SpanRecord]], None]
-Housekeeping = Callable[[], None]
+# A truthy result means "more to do": the task runs again on the worker's next pass.
+Housekeeping = Callable[[], object]
 QUEUE_FULL_POLICIES = ("drop", "block")
+# Fractions of max_queue_size. Past HIGH_WATER the durable writer spills batches to its spool
+# instead of waiting on the store, and housekeeping (orphan eviction) adds nothing; the spool is
+# replayed only under LOW_WATER.
+HIGH_WATER = 0.8
+LOW_WATER = 0.5
 
 
 class _FlushMarker:
@@ -119,8 +125,17 @@ class SynchronousSpanProcessor:
 
     def flush(self, timeout: float | None = None) -> bool:
         for task in self._housekeeping:
-            task()
+            for _ in range(10_000):  # "more to do" (bounded slices): all of it, on this thread
+                if not task():
+                    break
         return self._pipeline.wait_stored(timeout)
+
+    def room(self) -> int:
+        """Spans housekeeping may add now: no queue here, each is exported on the spot."""
+        return 1_000_000
+
+    def queue_level(self) -> float:
+        return 0.0
 
     def shutdown(self, timeout: float | None = None) -> bool:
         flushed = True
@@ -253,6 +268,14 @@ class BatchSpanProcessor:
     def queue_size(self) -> int:
         return sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
 
+    def queue_level(self) -> float:
+        """How full the queue is, 0..1 (lock-free: ``len`` of a deque)."""
+        return len(self._queue) / self._max_queue_size
+
+    def room(self) -> int:
+        """Spans housekeeping may add without taking the queue past its high-water mark."""
+        return max(0, int(self._max_queue_size * HIGH_WATER) - len(self._queue))
+
     # -- worker -----------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -266,9 +289,13 @@ class BatchSpanProcessor:
                 if now - last_run.get(id(task), 0.0) >= interval:
                     last_run[id(task)] = now
                     try:
-                        task()
+                        more = task()
                     except Exception as exc:  # noqa: BLE001
                         self._diag.handler_error("housekeeping", exc)
+                        continue
+                    if more:  # a bounded slice was done: the next one after the next drain
+                        last_run[id(task)] = 0.0
+                        self._wake.set()
         self._drain()
 
     def _drain(self) -> None:

@@ -8,6 +8,7 @@ per (trace, user, name): the earlier ones get ``superseded_at`` (``_write_scores
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import uuid
@@ -31,6 +32,8 @@ _PROMPTS = PromptVersionRow.__table__
 _BRANCHES = BranchDecisionRow.__table__
 _SCORES = ScoreRow.__table__
 _BRANCH_NAMESPACE = uuid.UUID("5b1e4c1e-8a59-4c43-9f0e-0d3c7f1c2a10")
+# 6 columns × 4,096 rows stays under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits.
+_PROMPT_ROWS_PER_STATEMENT = 4096
 
 
 def _utc(ns: int | None) -> datetime | None:
@@ -65,6 +68,7 @@ class SQLExporter:
         self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
         self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])
         self._scores = BulkInserter(self.engine, _SCORES, ["id"])
+        self._sqlite_busy_ms: int | None = None  # the engine's own busy timeout, restored after a write
 
     def export(self, spans: Sequence[SpanRecord]) -> None:
         self.write_rows(self.batch_rows(spans))
@@ -110,15 +114,56 @@ class SQLExporter:
             "prompt_versions": _prompt_version_rows(spans),
         }
 
-    def write_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
-        """Store one batch's rows in one transaction; idempotent (a replay adds nothing)."""
+    def write_rows(self, rows: dict[str, list[dict[str, Any]]], timeout_s: float | None = None) -> None:
+        """Store one batch's rows in one transaction; idempotent (a replay adds nothing).
+
+        ``timeout_s`` bounds the wait for a lock (SQLite's busy timeout, PostgreSQL's
+        ``lock_timeout``; PostgreSQL's ``statement_timeout`` is 4× it, at least 1 s): the durable
+        writer turns a locked or stuck store into a quick failure and spools, never a stall."""
         with self.engine.begin() as conn:
-            self._spans.insert(conn, rows.get("spans", ()))
-            self._docs.insert(conn, rows.get("retrieved_documents", ()))
-            self._branches.insert(conn, rows.get("branch_decisions", ()))
-            for row in rows.get("prompt_versions", ()):
-                conn.execute(self._upsert_prompt_version(), row)
-            self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
+            restore = self._bound_waits(conn, timeout_s) if timeout_s is not None else None
+            try:
+                self._spans.insert(conn, rows.get("spans", ()))
+                self._docs.insert(conn, rows.get("retrieved_documents", ()))
+                self._branches.insert(conn, rows.get("branch_decisions", ()))
+                self._upsert_prompt_versions(conn, rows.get("prompt_versions", ()))
+                self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
+            finally:
+                if restore is not None:
+                    # Connection-level on SQLite: the pooled connection's readers get their
+                    # usual wait back (a failed transaction still accepts a PRAGMA).
+                    with contextlib.suppress(sa.exc.DBAPIError):
+                        conn.exec_driver_sql(restore)
+
+    def _bound_waits(self, conn: Connection, timeout_s: float) -> str | None:
+        """Apply the write deadline to this transaction; the statement that undoes it, if any."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            if self._sqlite_busy_ms is None:
+                self._sqlite_busy_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, int(timeout_s * 1000))}")
+            return f"PRAGMA busy_timeout={self._sqlite_busy_ms}"
+        if dialect == "postgresql":
+            lock_ms = max(1, int(timeout_s * 1000))
+            statement_ms = max(1000, 4 * lock_ms)
+            # Local to this transaction (is_local=true), one round trip.
+            conn.exec_driver_sql(
+                f"SELECT set_config('lock_timeout', '{lock_ms}', true), "
+                f"set_config('statement_timeout', '{statement_ms}', true)"
+            )
+        return None
+
+    def _upsert_prompt_versions(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row ``INSERT … ON CONFLICT DO UPDATE`` per batch (rows are distinct keys,
+        which PostgreSQL requires of one statement), chunked only past the bound-parameter
+        limit: thousands of versions in a batch cost one statement, not thousands."""
+        if not rows:
+            return
+        if self._insert is None:  # pragma: no cover - other databases: plain inserts
+            conn.execute(sa.insert(_PROMPTS), list(rows))
+            return
+        for i in range(0, len(rows), _PROMPT_ROWS_PER_STATEMENT):
+            conn.execute(self._upsert_prompt_version(list(rows[i : i + _PROMPT_ROWS_PER_STATEMENT])))
 
     def shutdown(self) -> None:
         self.engine.dispose()
@@ -211,10 +256,9 @@ class SQLExporter:
             "output": s.output,
         }
 
-    def _upsert_prompt_version(self) -> Any:
-        if self._insert is None:
-            return sa.insert(_PROMPTS)
-        stmt = self._insert(_PROMPTS)
+    def _upsert_prompt_version(self, rows: list[dict[str, Any]]) -> Any:
+        assert self._insert is not None
+        stmt = self._insert(_PROMPTS).values(rows)
         excluded = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=["prompt_name", "prompt_version", "template_hash"],
