@@ -339,7 +339,8 @@ class LLMObs:
         self.processor.add_housekeeping(self.durable.maintain, interval_s=0.0)  # replays when due
         if isinstance(self.processor, BatchSpanProcessor):
             self.durable.wake = self.processor.wake  # flush() waits; the worker replays
-            self.durable.queue_level = self.processor.queue_level  # spill past the high-water mark
+            self.durable.queue_level = self.processor.queue_level  # replay only with room
+            self.durable.behind = self.processor.behind  # spill to the spool while behind
         # Scores go through the durable writer too: retried and spooled during an outage.
         self.scores = ScoreWriter(self.durable, self.metrics, self.diagnostics, privacy=privacy)
         if judge is not None:

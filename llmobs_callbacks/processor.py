@@ -137,6 +137,9 @@ class SynchronousSpanProcessor:
     def queue_level(self) -> float:
         return 0.0
 
+    def behind(self) -> bool:
+        return False
+
     def shutdown(self, timeout: float | None = None) -> bool:
         flushed = True
         if not self._closed:
@@ -188,6 +191,7 @@ class BatchSpanProcessor:
         self._wake = threading.Event()
         self._room = threading.Condition()  # "block" policy: the worker took spans off the queue
         self._blocked = 0
+        self._backlog_since: float | None = None  # since when the queue holds over one batch
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name="llmobs-span-processor", daemon=True)
         self._worker.start()
@@ -272,6 +276,15 @@ class BatchSpanProcessor:
         """How full the queue is, 0..1 (lock-free: ``len`` of a deque)."""
         return len(self._queue) / self._max_queue_size
 
+    def behind(self) -> bool:
+        """The worker is behind: the queue is past its high-water mark, or has not been caught
+        up (at most one batch left) for longer than the flush interval. Spans in memory are
+        what a ``kill -9`` loses, so then batches should take the cheapest way to disk."""
+        if len(self._queue) >= self._max_queue_size * HIGH_WATER:
+            return True
+        since = self._backlog_since
+        return since is not None and time.monotonic() - since > self._schedule_delay_s
+
     def room(self) -> int:
         """Spans housekeeping may add without taking the queue past its high-water mark."""
         return max(0, int(self._max_queue_size * HIGH_WATER) - len(self._queue))
@@ -300,7 +313,13 @@ class BatchSpanProcessor:
 
     def _drain(self) -> None:
         queue = self._queue
-        while queue:
+        while True:
+            if len(queue) <= self._max_batch_size:
+                self._backlog_since = None
+            elif self._backlog_since is None:
+                self._backlog_since = time.monotonic()
+            if not queue:
+                break
             batch: list[SpanRecord] = []
             markers: list[_FlushMarker] = []
             while queue and len(batch) < self._max_batch_size:

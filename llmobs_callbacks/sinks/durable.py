@@ -380,9 +380,10 @@ class DurableSQLExporter:
         self._attempted = threading.Event()  # set after each maintain() pass
         self._replay_requested = False
         # Set by LLMObs to the processor's: wake() returns False when no worker runs;
-        # queue_level() is how full its queue is (0..1).
+        # queue_level() is how full its queue is (0..1); behind() whether the worker lags.
         self.wake: Callable[[], bool] | None = None
         self.queue_level: Callable[[], float] | None = None
+        self.behind: Callable[[], bool] | None = None
         self.counters = {
             "spooled_spans": 0,
             "replayed_spans": 0,
@@ -417,19 +418,22 @@ class DurableSQLExporter:
         self._make_storable(rows)
         count = len(spans)
         with self._lock:
-            if self.spool is not None and self._level() >= HIGH_WATER:
-                # The writer is behind: spooling is cheaper than waiting on the store, and the
-                # queue must not overflow. Replayed once the queue is back under LOW_WATER.
+            if self.spool is not None and self._behind():
+                # The writer is behind: appending to the spool (one write, no statements, each
+                # of which gives the GIL up to a busy app thread for up to 5 ms) is cheaper than
+                # the store, and the queue must neither overflow nor hold what a kill -9 would
+                # lose. Replayed once the worker has caught up.
                 self.counters["spilled_spans"] += count
                 self._spool(rows, count)
                 return
             if self.state != DOWN:
                 if self._attempt(rows, count):
                     return
-            elif self.spool is None and time.monotonic() >= self._next_attempt:
+            elif (
                 # No spool to replay from: the next batch itself probes the database.
-                if self._attempt(rows, count):
-                    return
+                self.spool is None and time.monotonic() >= self._next_attempt and self._attempt(rows, count)
+            ):
+                return
             self._spool(rows, count)
 
     # -- scores (ScoreWriter's thread: judge, feedback, rules) ---------------------------------
@@ -495,7 +499,7 @@ class DurableSQLExporter:
                     if self.state == DEGRADED:
                         self.state = UP
                     return
-                if self._level() >= LOW_WATER:
+                if self._level() >= LOW_WATER or self._behind():
                     return  # live spans first; the spool waits on disk
                 if self.state == DOWN and not force and now < self._next_attempt:
                     return
@@ -568,6 +572,15 @@ class DurableSQLExporter:
         except Exception:  # noqa: BLE001 - a gauge must not break the writer
             return 0.0
 
+    def _behind(self) -> bool:
+        behind = self.behind
+        if behind is None:
+            return self._level() >= HIGH_WATER
+        try:
+            return behind()
+        except Exception:  # noqa: BLE001
+            return False
+
     def _make_storable(self, rows: Rows) -> None:
         counts: Counter[str] = Counter()
         clean_rows(rows, counts)
@@ -599,26 +612,27 @@ class DurableSQLExporter:
         """Write ``rows``; a permanent rejection bisects them. Raises only transient errors."""
         try:
             self._write(rows)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             if is_transient(exc):
                 raise
             self.counters["write_failures"] += 1
             self.last_error = _describe(exc)
             items = [(t, r) for t in _ordered_tables(rows) for r in rows[t]]
+            if not _row_error(exc):
+                # Not the database refusing a value (a bug of ours): bisecting would only
+                # repeat it 2n times. The batch is dropped, counted, logged once.
+                self._diag.handler_error("store_rejected", exc)
+                for table, _row in items:
+                    self._count_rejected(table)
+                return
             self._isolate(items, exc)
 
     def _isolate(self, items: list[tuple[str, dict[str, Any]]], exc: BaseException) -> None:
         """``items`` failed together: store each half; a single failing row is dropped,
         counted and logged once with the reason. ~2·log2(n) writes per bad row."""
         if len(items) == 1:
-            table, row = items[0]
             self._diag.handler_error("store_rejected", exc)  # logged once, without values
-            if table == "spans":
-                self._diag.dropped("store_rejected")
-            elif table == "scores":
-                self._diag.dropped("score_store_rejected")
-            else:
-                self._diag.event(f"store_rejected_{table}")
+            self._count_rejected(items[0][0])
             return
         mid = len(items) // 2
         for half in (items[:mid], items[mid:]):
@@ -627,10 +641,18 @@ class DurableSQLExporter:
                 rows.setdefault(table, []).append(row)
             try:
                 self._write(rows)
-            except Exception as half_exc:  # noqa: BLE001
+            except Exception as half_exc:
                 if is_transient(half_exc):
                     raise
                 self._isolate(half, half_exc)
+
+    def _count_rejected(self, table: str) -> None:
+        if table == "spans":
+            self._diag.dropped("store_rejected")
+        elif table == "scores":
+            self._diag.dropped("score_store_rejected")
+        else:
+            self._diag.event(f"store_rejected_{table}")
 
     def _failed(self, exc: BaseException) -> None:
         """A transient failure: the breaker opens; probes back off up to the replay interval."""
@@ -692,7 +714,7 @@ class DurableSQLExporter:
                     else:
                         self.counters["replayed_spans"] += spans
                         self.counters["replayed_scores"] += len(rows.get("scores", ()))
-                    if time.monotonic() >= deadline or self._level() >= LOW_WATER:
+                    if time.monotonic() >= deadline or self._level() >= LOW_WATER or self._behind():
                         batches.close()  # keeps its place: the next slice resumes there
                         return self.spool.pending_batches() > 0
         except Exception as exc:  # noqa: BLE001 - transient (rejections were isolated)
@@ -700,6 +722,11 @@ class DurableSQLExporter:
             return False
         self._recovered()
         return False
+
+
+def _row_error(exc: BaseException) -> bool:
+    """The database (or its driver) refused a value: worth bisecting to find the row."""
+    return isinstance(exc, sa.exc.StatementError | UnicodeError | ValueError | OverflowError)
 
 
 def _ordered_tables(rows: Rows) -> list[str]:

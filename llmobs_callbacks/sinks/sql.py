@@ -8,7 +8,6 @@ per (trace, user, name): the earlier ones get ``superseded_at`` (``_write_scores
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import uuid
@@ -68,7 +67,6 @@ class SQLExporter:
         self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
         self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])
         self._scores = BulkInserter(self.engine, _SCORES, ["id"])
-        self._sqlite_busy_ms: int | None = None  # the engine's own busy timeout, restored after a write
 
     def export(self, spans: Sequence[SpanRecord]) -> None:
         self.write_rows(self.batch_rows(spans))
@@ -121,29 +119,26 @@ class SQLExporter:
         ``lock_timeout``; PostgreSQL's ``statement_timeout`` is 4× it, at least 1 s): the durable
         writer turns a locked or stuck store into a quick failure and spools, never a stall."""
         with self.engine.begin() as conn:
-            restore = self._bound_waits(conn, timeout_s) if timeout_s is not None else None
-            try:
-                self._spans.insert(conn, rows.get("spans", ()))
-                self._docs.insert(conn, rows.get("retrieved_documents", ()))
-                self._branches.insert(conn, rows.get("branch_decisions", ()))
-                self._upsert_prompt_versions(conn, rows.get("prompt_versions", ()))
-                self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
-            finally:
-                if restore is not None:
-                    # Connection-level on SQLite: the pooled connection's readers get their
-                    # usual wait back (a failed transaction still accepts a PRAGMA).
-                    with contextlib.suppress(sa.exc.DBAPIError):
-                        conn.exec_driver_sql(restore)
+            if timeout_s is not None:
+                self._bound_waits(conn, timeout_s)
+            self._spans.insert(conn, rows.get("spans", ()))
+            self._docs.insert(conn, rows.get("retrieved_documents", ()))
+            self._branches.insert(conn, rows.get("branch_decisions", ()))
+            self._upsert_prompt_versions(conn, rows.get("prompt_versions", ()))
+            self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
 
-    def _bound_waits(self, conn: Connection, timeout_s: float) -> str | None:
-        """Apply the write deadline to this transaction; the statement that undoes it, if any."""
+    def _bound_waits(self, conn: Connection, timeout_s: float) -> None:
+        """Apply the write deadline to this transaction's connection."""
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
-            if self._sqlite_busy_ms is None:
-                self._sqlite_busy_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0)
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, int(timeout_s * 1000))}")
-            return f"PRAGMA busy_timeout={self._sqlite_busy_ms}"
-        if dialect == "postgresql":
+            # Once per pooled connection, not per batch: each statement releases the GIL, and
+            # getting it back beside a busy app thread costs up to 5 ms (see sinks/bulk.py).
+            # Readers sharing the pool wait this long too; in WAL mode they rarely wait at all.
+            info = conn.connection.info  # lives as long as the DBAPI connection
+            if info.get("llmobs_busy_timeout_s") != timeout_s:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, int(timeout_s * 1000))}")
+                info["llmobs_busy_timeout_s"] = timeout_s
+        elif dialect == "postgresql":
             lock_ms = max(1, int(timeout_s * 1000))
             statement_ms = max(1000, 4 * lock_ms)
             # Local to this transaction (is_local=true), one round trip.
@@ -151,7 +146,6 @@ class SQLExporter:
                 f"SELECT set_config('lock_timeout', '{lock_ms}', true), "
                 f"set_config('statement_timeout', '{statement_ms}', true)"
             )
-        return None
 
     def _upsert_prompt_versions(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """One multi-row ``INSERT … ON CONFLICT DO UPDATE`` per batch (rows are distinct keys,
