@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import _PG_SKIP_REASON, POSTGRES_URL, fetch
-from fixtures.chaos import Producer, SQLiteLock, span_counts, stored_ids, wait_for
-from fixtures.durability import FlakyProxy
+from fixtures.chaos import HangingProxy, Producer, SQLiteLock, span_counts, stored_ids, wait_for
 from prometheus_client import CollectorRegistry
 
 from llmobs_callbacks import LLMObs
@@ -103,10 +102,11 @@ def test_a_postgres_outage_at_5000_spans_per_s_loses_nothing(tmp_path: Path) -> 
         conn.execute(sa.text(f'create schema "{schema}"'))
     direct = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     target = sa.engine.make_url(POSTGRES_URL)
-    proxy = FlakyProxy((target.host or "127.0.0.1", target.port or 5432))
+    # Open connections die and new ones hang: each connect waits out the connect timeout.
+    proxy = HangingProxy((target.host or "127.0.0.1", target.port or 5432))
     via = direct.replace(f"127.0.0.1:{target.port}", f"127.0.0.1:{proxy.port}")
     try:
-        obs = LLMObs(via, prometheus_registry=None, spool_dir=tmp_path / "spool", database_timeout_s=2.0)
+        obs = LLMObs(via, prometheus_registry=None, spool_dir=tmp_path / "spool", database_timeout_s=3.0)
         producer = Producer(obs.recorder, RATE).start()
         time.sleep(1.0)
         proxy.down()

@@ -8,8 +8,10 @@ goes to the spool at once: the *rows* the store would get (priced, serialised, t
 redacted, made storable). A circuit breaker then keeps the worker off the store:
 
 - ``up``: batches are written; a transient failure opens the breaker (``down``).
-- ``down``: batches go straight to the spool; a probe (replaying the oldest spooled batch) is
-  tried after 0.5 s, doubling up to ``max_recovery_interval_s``, and whenever ``flush()`` waits.
+- ``down``: batches go straight to the spool. A probe thread (never the worker: a connect to a
+  host that does not answer waits out the connect timeout) tries the store after 0.5 s,
+  doubling up to ``max_recovery_interval_s``, and whenever ``flush()`` waits; once it gets
+  through, the worker replays the oldest spooled batch (a bounded write) and goes on.
 - ``degraded``: the store answers and the spool is replayed oldest first, in slices of at most
   ``replay_slice_s`` between batches; new batches are written directly.
 
@@ -58,7 +60,7 @@ from ..processor import HIGH_WATER, LOW_WATER
 from . import metric_names as names
 from .schema import ensure_schema
 from .sql import SQLExporter
-from .storable import clean_rows
+from .storable import REASONS, clean_rows
 from .tables import TABLES
 
 try:  # POSIX: segments are claimed with flock; elsewhere a process replays only its own
@@ -374,6 +376,8 @@ class DurableSQLExporter:
         self._schema_ready = schema_ready
         self.state = UP
         self._next_attempt = 0.0  # monotonic time of the next probe while down
+        self._probing = False  # a probe thread is trying the store
+        self._probe_ok = False  # it got through: the worker may replay
         self._orphans_checked = False
         self._orphans_due = 0.0
         self._lock = threading.Lock()
@@ -406,6 +410,7 @@ class DurableSQLExporter:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
+        self._probing = self._probe_ok = False
         self._attempted = threading.Event()
         if self.spool is not None:
             self.spool.forget()
@@ -501,13 +506,56 @@ class DurableSQLExporter:
                     return
                 if self._level() >= LOW_WATER or self._behind():
                     return  # live spans first; the spool waits on disk
-                if self.state == DOWN and not force and now < self._next_attempt:
-                    return
+                if self.state == DOWN:
+                    # The worker never connects to a store that is down (a connect to a host
+                    # that does not answer waits out the connect timeout): a probe thread does,
+                    # and the replay starts once it got through.
+                    if not self._probe_ok:
+                        if (force or now >= self._next_attempt) and not self._probing:
+                            self._start_probe()
+                        return
+                    self._probe_ok = False
                 more = self._replay_locked()
             finally:
                 self._attempted.set()
         if more and self.wake is not None:
             self.wake()  # the store answers and a backlog is left: the next slice right after
+
+    def _start_probe(self) -> None:
+        self._probing = True
+        self._next_attempt = time.monotonic() + self._interval
+        threading.Thread(target=self._probe, name="llmobs-store-probe", daemon=True).start()
+
+    def _probe(self) -> None:
+        """Off the worker: can the store take a write? (SQLite: take the write lock and give it
+        back; PostgreSQL: connect and ``SELECT 1``.) Backs off while it cannot."""
+        error: BaseException | None = None
+        try:
+            engine = self.sql.engine
+            if engine.dialect.name == "sqlite":
+                raw = engine.raw_connection()
+                try:
+                    cursor = raw.cursor()
+                    cursor.execute("BEGIN IMMEDIATE")
+                    cursor.execute("ROLLBACK")
+                finally:
+                    raw.close()
+            else:
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means "still down"
+            error = exc
+        with self._lock:
+            self._probing = False
+            if error is None:
+                self._probe_ok = True
+            else:
+                self.counters["write_failures"] += 1
+                self.last_error = _describe(error)
+                self._interval = min(self._interval * 2, self._max_interval)
+                self._next_attempt = time.monotonic() + self._interval
+        if error is None and self.wake is not None:
+            self.wake()  # the worker replays now
 
     def wait_stored(self, timeout: float | None) -> bool:
         """Block until nothing is spooled (True) or the timeout (False), replaying meanwhile.
@@ -831,6 +879,8 @@ class SpoolMetrics:
             "Characters no store accepts (NUL bytes, lone surrogates…) replaced before writing, by reason.",
             labels=["reason"],
         )
+        for reason in REASONS:  # the known reasons from the start, at 0: rate() needs a series
+            sanitized.setdefault(reason, 0)
         for reason, value in sorted(sanitized.items()):
             family.add_metric([reason], value)
         yield family

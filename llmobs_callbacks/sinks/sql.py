@@ -35,6 +35,17 @@ _BRANCH_NAMESPACE = uuid.UUID("5b1e4c1e-8a59-4c43-9f0e-0d3c7f1c2a10")
 _PROMPT_ROWS_PER_STATEMENT = 4096
 
 
+def _bound_tcp(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    """A PostgreSQL host that vanishes (a network partition: nothing is acknowledged) fails a
+    connection within seconds instead of TCP's ~15 minutes of retransmissions (libpq's
+    ``tcp_user_timeout``, milliseconds, and keepalives); the URL's own settings win."""
+    cparams.setdefault("tcp_user_timeout", 5000)
+    cparams.setdefault("keepalives", 1)
+    cparams.setdefault("keepalives_idle", 10)
+    cparams.setdefault("keepalives_interval", 2)
+    cparams.setdefault("keepalives_count", 3)
+
+
 def _utc(ns: int | None) -> datetime | None:
     return None if ns is None else datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
 
@@ -63,6 +74,8 @@ class SQLExporter:
         else:  # pragma: no cover - other databases get plain inserts
             dialect_insert = None
         self._insert = dialect_insert
+        if dialect == "postgresql" and self.engine.dialect.driver in ("psycopg", "psycopg2"):
+            sa.event.listen(self.engine, "do_connect", _bound_tcp)
         self._spans = BulkInserter(self.engine, _SPANS, ["span_id"])
         self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
         self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])

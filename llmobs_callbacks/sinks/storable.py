@@ -21,6 +21,7 @@ REPLACEMENT = "\ufffd"
 NUL = "nul_byte"
 SURROGATE = "lone_surrogate"
 NON_FINITE = "non_finite_json_number"
+REASONS = (NUL, SURROGATE, NON_FINITE)
 
 _NON_ASCII_BAD = re.compile("[\x00\ud800-\udfff]")
 
