@@ -190,7 +190,8 @@ class LLMObs:
                 ``$LLMOBS_SPOOL_DIR`` or ``~/.cache/llmobs-callbacks/spool``, one subdirectory
                 per database URL, replayed by the next process too); ``False``: no spool
                 (spans are dropped and counted as ``store_unavailable``).
-            spool_max_bytes: spool size per process; beyond it, ``spool_full`` drops.
+            spool_max_bytes: spool bytes not yet replayed, per process; beyond it,
+                ``spool_full`` drops (a full disk: ``disk_full``).
             write_retry_delays_s: accepted for compatibility, no longer used: a batch whose
                 write fails is spooled at once, and the spool is replayed (a probe after 0.5 s,
                 doubling up to ``replay_interval_s``, and whenever ``flush`` waits).

@@ -345,3 +345,44 @@ def test_kill_9_at_full_speed_loses_only_the_last_flush_interval(tmp_path: Path)
     print(f"kill -9: {finished} traces finished, {len(lost)} lost, oldest lost {oldest:.3f} s")
     # Lost: what ended in the last flush interval, plus the batch being written (~0.1 s).
     assert oldest <= FLUSH_INTERVAL_S + 0.5, (len(lost), oldest)
+
+
+# -- a full disk: the spool drops what it cannot write, counted as disk_full ----------------------
+
+
+def test_a_full_disk_under_the_spool_is_counted_as_disk_full(tmp_path: Path, monkeypatch) -> None:
+    """The spool's segment sits on a device with no space left (``/dev/full``: every write
+    fails with ENOSPC): the batches are dropped and counted as ``disk_full``, nothing torn is
+    left behind, and the store takes what comes after the lock."""
+    from llmobs_callbacks.sinks import durable
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    path = tmp_path / "store.db"
+    url = f"sqlite:///{path}"
+    obs = LLMObs(url, prometheus_registry=None, spool_dir=tmp_path / "spool", max_batch_size=100)
+
+    def full_segment(self):
+        fd = os.open("/dev/full", os.O_WRONLY)
+        return durable._Segment(tmp_path / "spool" / "segment-full.jsonl", fd, own=True)
+
+    monkeypatch.setattr(durable.Spool, "_create_segment", full_segment)
+    lock = SQLiteLock(path)
+    rec = obs.recorder
+    for i in range(300):
+        run = uuid.uuid4()
+        rec.start(run, None, SpanKind.CHAIN, "during", "chaos", input=str(i))
+        rec.end(run, output="ok")
+    assert obs.flush(timeout=2.0)  # nothing could be spooled: nothing is pending either
+    lock.release()
+    assert obs.stats()["spans_dropped"] == {"disk_full": 300}
+    assert obs.stats()["spool"]["pending_spans"] == 0 and obs.stats()["spool"]["spooled_spans"] == 0
+    # The probe finds the store writable again: what comes next is stored.
+    assert wait_for(lambda: obs.flush(0.2) and obs.stats()["spool"]["state"] == "up", timeout=10)
+    for _ in range(10):
+        run = uuid.uuid4()
+        rec.start(run, None, SpanKind.CHAIN, "after", "chaos")
+        rec.end(run, output="ok")
+    assert obs.flush(timeout=10)
+    assert span_counts(url) == (10, 10)
+    obs.shutdown()

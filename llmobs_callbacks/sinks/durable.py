@@ -11,7 +11,7 @@ redacted, made storable). A circuit breaker then keeps the worker off the store:
 - ``down``: batches go straight to the spool. A probe thread (never the worker: a connect to a
   host that does not answer waits out the connect timeout) tries the store after 0.5 s,
   doubling up to ``max_recovery_interval_s``, and whenever ``flush()`` waits; once it gets
-  through, the worker replays the oldest spooled batch (a bounded write) and goes on.
+  through, the breaker closes (``degraded``, or ``up`` with nothing spooled).
 - ``degraded``: the store answers and the spool is replayed oldest first, in slices of at most
   ``replay_slice_s`` between batches; new batches are written directly.
 
@@ -377,7 +377,6 @@ class DurableSQLExporter:
         self.state = UP
         self._next_attempt = 0.0  # monotonic time of the next probe while down
         self._probing = False  # a probe thread is trying the store
-        self._probe_ok = False  # it got through: the worker may replay
         self._orphans_checked = False
         self._orphans_due = 0.0
         self._lock = threading.Lock()
@@ -410,7 +409,7 @@ class DurableSQLExporter:
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
-        self._probing = self._probe_ok = False
+        self._probing = False
         self._attempted = threading.Event()
         if self.spool is not None:
             self.spool.forget()
@@ -500,21 +499,18 @@ class DurableSQLExporter:
             force = force or self._replay_requested
             self._replay_requested = False
             try:
-                if not self.spool.segments():
-                    if self.state == DEGRADED:
-                        self.state = UP
-                    return
-                if self._level() >= LOW_WATER or self._behind():
-                    return  # live spans first; the spool waits on disk
                 if self.state == DOWN:
                     # The worker never connects to a store that is down (a connect to a host
                     # that does not answer waits out the connect timeout): a probe thread does,
-                    # and the replay starts once it got through.
-                    if not self._probe_ok:
-                        if (force or now >= self._next_attempt) and not self._probing:
-                            self._start_probe()
-                        return
-                    self._probe_ok = False
+                    # and closes the breaker once it got through.
+                    if (force or now >= self._next_attempt) and not self._probing:
+                        self._start_probe()
+                    return
+                if not self.spool.segments():
+                    self.state = UP
+                    return
+                if self._level() >= LOW_WATER or self._behind():
+                    return  # live spans first; the spool waits on disk
                 more = self._replay_locked()
             finally:
                 self._attempted.set()
@@ -548,7 +544,8 @@ class DurableSQLExporter:
         with self._lock:
             self._probing = False
             if error is None:
-                self._probe_ok = True
+                if self.state == DOWN:
+                    self._recovered()  # degraded until the spool is replayed
             else:
                 self.counters["write_failures"] += 1
                 self.last_error = _describe(error)
