@@ -422,13 +422,12 @@ class DurableSQLExporter:
         self._make_storable(rows)
         count = len(spans)
         with self._lock:
-            if self.spool is not None and self._behind():
-                # The writer is behind: appending to the spool (one write, no statements, each
-                # of which gives the GIL up to a busy app thread for up to 5 ms) is cheaper than
-                # the store, and the queue must neither overflow nor hold what a kill -9 would
-                # lose. Replayed once the worker has caught up.
+            # The writer is behind: appending to the spool (one write, no statements, each of
+            # which gives the GIL up to a busy app thread for up to 5 ms) is cheaper than the
+            # store, and the queue must neither overflow nor hold what a kill -9 would lose.
+            # Replayed once the worker has caught up. A full spool: the store then.
+            if self.spool is not None and self._behind() and self._spool(rows, count, drop=False):
                 self.counters["spilled_spans"] += count
-                self._spool(rows, count)
                 return
             if self.state != DOWN:
                 if self._attempt(rows, count):
@@ -724,11 +723,14 @@ class DurableSQLExporter:
         spool = self.spool
         self.state = DEGRADED if spool is not None and spool.pending_batches() else UP
 
-    def _spool(self, rows: Rows, count: int, prefix: str = "") -> None:
-        """Append a batch (``count`` spans, or scores with ``prefix="score_"``) to the spool."""
+    def _spool(self, rows: Rows, count: int, prefix: str = "", drop: bool = True) -> bool:
+        """Append a batch (``count`` spans, or scores with ``prefix="score_"``) to the spool;
+        False when it could not be (dropped and counted by reason, unless ``drop`` is False
+        and the spool is merely full)."""
         if self.spool is None:
-            self._diag.dropped(f"{prefix}store_unavailable", count)
-            return
+            if drop:
+                self._diag.dropped(f"{prefix}store_unavailable", count)
+            return False
         try:
             stored = self.spool.append(rows, count if not prefix else 0)
         except OSError as exc:
@@ -737,11 +739,12 @@ class DurableSQLExporter:
             else:
                 self._diag.handler_error("spool_write", exc)
                 self._diag.dropped(f"{prefix}spool_write_failed", count)
-            return
+            return False
         if stored:
             self.counters["spooled_scores" if prefix else "spooled_spans"] += count
-        else:
+        elif drop:
             self._diag.dropped(f"{prefix}spool_full", count)
+        return stored
 
     def _replay_locked(self) -> bool:
         """Replay oldest first for at most ``replay_slice_s`` (each write bounded too), while
