@@ -1,7 +1,7 @@
 """Reliability under chaos: spans/s held through a SQLite lock and a PostgreSQL outage, and the
 spool's write and replay rates.
 
-    python benchmarks/chaos.py [--rates 6000,12000] [--lock-s 15] [--outage-s 10] [--postgres URL]
+    python benchmarks/chaos.py [--rates 3000,6000] [--lock-s 15] [--outage-s 10] [--postgres URL]
                                [--spool-spans 100000] [--sections lock,outage,spool]
 
 - ``lock``: spans offered at each rate (traces of three spans through the real recorder, paced
@@ -212,7 +212,7 @@ def bench_spool(n_spans: int, pg_url: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="6000,12000")
+    parser.add_argument("--rates", default="3000,6000")
     parser.add_argument("--lock-s", type=float, default=15.0)
     parser.add_argument("--outage-s", type=float, default=10.0)
     parser.add_argument("--postgres", default=DEFAULT_PG, help="'' skips PostgreSQL")

@@ -270,7 +270,12 @@ class BatchSpanProcessor:
         return flushed
 
     def queue_size(self) -> int:
-        return sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
+        for _ in range(3):
+            try:
+                return sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
+            except RuntimeError:  # appended to or drained meanwhile (stats() from any thread)
+                continue
+        return len(self._queue)
 
     def queue_level(self) -> float:
         """How full the queue is, 0..1 (lock-free: ``len`` of a deque)."""
