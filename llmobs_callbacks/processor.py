@@ -301,7 +301,9 @@ class BatchSpanProcessor:
         while not self._stopping:
             self._wake.wait(self._schedule_delay_s)
             self._wake.clear()
-            self._drain()
+            self._drain(bounded=True)
+            if len(self._queue) >= self._max_batch_size:
+                self._wake.set()  # a full batch came in meanwhile: the next pass right away
             now = time.monotonic()
             for task, interval in self._housekeeping:
                 if now - last_run.get(id(task), 0.0) >= interval:
@@ -316,14 +318,18 @@ class BatchSpanProcessor:
                         self._wake.set()
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, bounded: bool = False) -> None:
+        """Export what is queued. ``bounded`` (the worker's loop): only what was queued on entry,
+        so housekeeping (the spool's replay, eviction) runs between passes even when the app
+        refills the queue as fast as it is written."""
         queue = self._queue
+        left = len(queue) if bounded else -1
         while True:
             if len(queue) <= self._max_batch_size:
                 self._backlog_since = None
             elif self._backlog_since is None:
                 self._backlog_since = time.monotonic()
-            if not queue:
+            if not queue or left == 0:
                 break
             batch: list[SpanRecord] = []
             markers: list[_FlushMarker] = []
@@ -336,6 +342,8 @@ class BatchSpanProcessor:
             if self._blocked:
                 with self._room:
                     self._room.notify_all()
+            if left > 0:
+                left = max(0, left - len(batch) - len(markers))
             if batch:
                 self._pipeline.export(batch)
             for marker in markers:
