@@ -134,7 +134,7 @@ def test_a_slow_store_spills_to_the_spool_instead_of_dropping(tmp_path: Path) ->
     """Every statement takes 30 ms (a slow disk): the writer falls behind, the queue passes
     its high-water mark, and batches go to the spool instead of being dropped."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    obs = LLMObs(url, prometheus_registry=None, spool_dir=tmp_path / "spool", max_queue_size=3_000)
+    obs = LLMObs(url, prometheus_registry=None, spool_dir=tmp_path / "spool", max_queue_size=6_000)
 
     slow_disk = [True]
 
@@ -144,11 +144,11 @@ def test_a_slow_store_spills_to_the_spool_instead_of_dropping(tmp_path: Path) ->
 
     sa.event.listen(obs.sql.engine, "before_cursor_execute", slow)
     producer = Producer(obs.recorder, RATE).start()
-    time.sleep(4.0)
+    time.sleep(5.0)  # at ~3,400 spans/s stored, a 6,000-span queue overflows within ~2.5 s
     producer.stop()
     slow_disk[0] = False
-    assert obs.stats()["spool"]["spilled_spans"] > 0
     _assert_everything_stored(obs, url, producer)
+    assert obs.stats()["spool"]["spilled_spans"] > 0
     obs.shutdown()
 
 
