@@ -32,6 +32,7 @@ class Diagnostics:
         self.spans_dropped: Counter[str] = Counter()
         self.unpriced: Counter[str] = Counter()
         self.events: Counter[str] = Counter()  # benign, expected oddities (duplicate handlers…)
+        self.values_sanitized: Counter[str] = Counter()  # characters replaced to make rows storable
         self._logged: set[str] = set()
         # Set by LLMObs when redaction or capture_content=False is on: exception messages may
         # quote prompts and outputs, so logs get the type, a scrubbed message and the frames.
@@ -63,6 +64,19 @@ class Diagnostics:
         if first:
             logger.warning("llmobs: dropped %d span(s) (%s); further drops are only counted", count, reason)
 
+    def value_sanitized(self, reason: str, count: int = 1) -> None:
+        """``count`` characters no store accepts (``nul_byte``, ``lone_surrogate``…) replaced."""
+        with self._lock:
+            self.values_sanitized[reason] += count
+            first = self._first(f"sanitized:{reason}")
+        if first:
+            logger.info(
+                "llmobs: replaced %d character(s) no store accepts (%s) with U+FFFD; further ones are "
+                "only counted (llmobs_values_sanitized_total)",
+                count,
+                reason,
+            )
+
     def unpriced_model(self, model: str) -> None:
         with self._lock:
             self.unpriced[model] += 1
@@ -88,4 +102,5 @@ class Diagnostics:
                 "spans_dropped": dict(self.spans_dropped),
                 "unpriced": dict(self.unpriced),
                 "events": dict(self.events),
+                "values_sanitized": dict(self.values_sanitized),
             }

@@ -139,6 +139,7 @@ class LLMObs:
         write_retry_delays_s: Sequence[float] = (0.05, 0.25, 1.0),
         replay_interval_s: float = 5.0,
         database_timeout_s: float = 5.0,
+        write_timeout_s: float = 0.25,
         exit_timeout_s: float = 5.0,
         handle_sigterm: bool = True,
         redact: RedactSpec = None,
@@ -165,10 +166,12 @@ class LLMObs:
                 this, ending in ``…[truncated]``: a huge metadata value inherited by every span
                 of a trace costs each row this much at most.
             capture_content: ``False`` stores no prompt/response/document text at all.
-            max_queue_size: finished spans waiting for the writer; beyond it spans are dropped
-                and counted (``stats()["spans_dropped"]["queue_full"]``), never blocking,
-                unless ``queue_full="block"``: then the caller waits up to ``block_timeout_s``
-                for room before the span is dropped and counted.
+            max_queue_size: finished spans waiting for the writer. Past 80 % of it the writer
+                spills batches to the spool (replayed once the queue is under 50 %) instead of
+                waiting on the store; when it is full anyway, spans are dropped and counted
+                (``stats()["spans_dropped"]["queue_full"]``), never blocking, unless
+                ``queue_full="block"``: then the caller waits up to ``block_timeout_s`` for room
+                before the span is dropped and counted.
             open_span_ttl_s: runs still open after this long are closed as errors and stored.
             exporters: further exporters that receive every prepared batch.
             clock: epoch nanoseconds for span timestamps (default ``time.time_ns``); for replays
@@ -187,12 +190,17 @@ class LLMObs:
                 ``$LLMOBS_SPOOL_DIR`` or ``~/.cache/llmobs-callbacks/spool``, one subdirectory
                 per database URL, replayed by the next process too); ``False``: no spool
                 (spans are dropped and counted as ``store_unavailable``).
-            spool_max_bytes: spool size per process; beyond it, ``spool_full`` drops.
-            write_retry_delays_s: pauses between attempts to write a failing batch before it
-                is spooled; replays are then tried every 0.5 s doubling up to
-                ``replay_interval_s`` (and whenever ``flush`` waits).
-            database_timeout_s: one attempt's wait for a locked SQLite file (busy timeout) or
-                a PostgreSQL connection (connect timeout).
+            spool_max_bytes: spool bytes not yet replayed, per process; beyond it,
+                ``spool_full`` drops (a full disk: ``disk_full``).
+            write_retry_delays_s: accepted for compatibility, no longer used: a batch whose
+                write fails is spooled at once, and the spool is replayed (a probe after 0.5 s,
+                doubling up to ``replay_interval_s``, and whenever ``flush`` waits).
+            database_timeout_s: the wait for a PostgreSQL connection (connect timeout, whole
+                seconds, at least 2) and SQLite's busy timeout for readers.
+            write_timeout_s: the writer's bound on one write: SQLite's busy timeout (a file
+                locked by another process), PostgreSQL's ``lock_timeout`` (``statement_timeout``
+                4× it, at least 1 s). A write that fails or times out sends its batch to the
+                spool at once: the worker never stalls on the store.
             exit_timeout_s: how long the ``atexit`` / SIGTERM flush waits for the store.
             handle_sigterm: flush on SIGTERM, then terminate as before; installed only from
                 the main thread when SIGTERM has no handler yet (the app's own handler wins).
@@ -225,6 +233,7 @@ class LLMObs:
             write_retry_delays_s=write_retry_delays_s,
             replay_interval_s=replay_interval_s,
             database_timeout_s=database_timeout_s,
+            write_timeout_s=write_timeout_s,
             exit_timeout_s=exit_timeout_s,
             price_overrides=price_overrides,
         )
@@ -262,6 +271,7 @@ class LLMObs:
             spool_max_bytes=spool_max_bytes,
             retry_delays_s=write_retry_delays_s,
             max_recovery_interval_s=replay_interval_s,
+            write_timeout_s=write_timeout_s,
             schema_ready=schema_ready,
         )
         pricer = Pricer(price_overrides)
@@ -330,6 +340,8 @@ class LLMObs:
         self.processor.add_housekeeping(self.durable.maintain, interval_s=0.0)  # replays when due
         if isinstance(self.processor, BatchSpanProcessor):
             self.durable.wake = self.processor.wake  # flush() waits; the worker replays
+            self.durable.queue_level = self.processor.queue_level  # replay only with room
+            self.durable.behind = self.processor.behind  # spill to the spool while behind
         # Scores go through the durable writer too: retried and spooled during an outage.
         self.scores = ScoreWriter(self.durable, self.metrics, self.diagnostics, privacy=privacy)
         if judge is not None:

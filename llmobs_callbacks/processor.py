@@ -43,8 +43,14 @@ class SpanExporter(Protocol):
 
 
 Preparer = Callable[[Sequence[SpanRecord]], None]
-Housekeeping = Callable[[], None]
+# A truthy result means "more to do": the task runs again on the worker's next pass.
+Housekeeping = Callable[[], object]
 QUEUE_FULL_POLICIES = ("drop", "block")
+# Fractions of max_queue_size. Past HIGH_WATER the durable writer spills batches to its spool
+# instead of waiting on the store, and housekeeping (orphan eviction) adds nothing; the spool is
+# replayed only under LOW_WATER.
+HIGH_WATER = 0.8
+LOW_WATER = 0.5
 
 
 class _FlushMarker:
@@ -119,8 +125,20 @@ class SynchronousSpanProcessor:
 
     def flush(self, timeout: float | None = None) -> bool:
         for task in self._housekeeping:
-            task()
+            for _ in range(10_000):  # "more to do" (bounded slices): all of it, on this thread
+                if not task():
+                    break
         return self._pipeline.wait_stored(timeout)
+
+    def room(self) -> int:
+        """Spans housekeeping may add now: no queue here, each is exported on the spot."""
+        return 1_000_000
+
+    def queue_level(self) -> float:
+        return 0.0
+
+    def behind(self) -> bool:
+        return False
 
     def shutdown(self, timeout: float | None = None) -> bool:
         flushed = True
@@ -173,6 +191,7 @@ class BatchSpanProcessor:
         self._wake = threading.Event()
         self._room = threading.Condition()  # "block" policy: the worker took spans off the queue
         self._blocked = 0
+        self._backlog_since: float | None = None  # since when the queue holds over one batch
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name="llmobs-span-processor", daemon=True)
         self._worker.start()
@@ -251,7 +270,29 @@ class BatchSpanProcessor:
         return flushed
 
     def queue_size(self) -> int:
-        return sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
+        for _ in range(3):
+            try:
+                return sum(1 for item in self._queue if not isinstance(item, _FlushMarker))
+            except RuntimeError:  # appended to or drained meanwhile (stats() from any thread)
+                continue
+        return len(self._queue)
+
+    def queue_level(self) -> float:
+        """How full the queue is, 0..1 (lock-free: ``len`` of a deque)."""
+        return len(self._queue) / self._max_queue_size
+
+    def behind(self) -> bool:
+        """The worker is behind: the queue is past its high-water mark, or has not been caught
+        up (at most one batch left) for longer than the flush interval. Spans in memory are
+        what a ``kill -9`` loses, so then batches should take the cheapest way to disk."""
+        if len(self._queue) >= self._max_queue_size * HIGH_WATER:
+            return True
+        since = self._backlog_since
+        return since is not None and time.monotonic() - since > self._schedule_delay_s
+
+    def room(self) -> int:
+        """Spans housekeeping may add without taking the queue past its high-water mark."""
+        return max(0, int(self._max_queue_size * HIGH_WATER) - len(self._queue))
 
     # -- worker -----------------------------------------------------------------------------
 
@@ -260,20 +301,36 @@ class BatchSpanProcessor:
         while not self._stopping:
             self._wake.wait(self._schedule_delay_s)
             self._wake.clear()
-            self._drain()
+            self._drain(bounded=True)
+            if len(self._queue) >= self._max_batch_size:
+                self._wake.set()  # a full batch came in meanwhile: the next pass right away
             now = time.monotonic()
             for task, interval in self._housekeeping:
                 if now - last_run.get(id(task), 0.0) >= interval:
                     last_run[id(task)] = now
                     try:
-                        task()
+                        more = task()
                     except Exception as exc:  # noqa: BLE001
                         self._diag.handler_error("housekeeping", exc)
+                        continue
+                    if more:  # a bounded slice was done: the next one after the next drain
+                        last_run[id(task)] = 0.0
+                        self._wake.set()
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self, bounded: bool = False) -> None:
+        """Export what is queued. ``bounded`` (the worker's loop): only what was queued on entry,
+        so housekeeping (the spool's replay, eviction) runs between passes even when the app
+        refills the queue as fast as it is written."""
         queue = self._queue
-        while queue:
+        left = len(queue) if bounded else -1
+        while True:
+            if len(queue) <= self._max_batch_size:
+                self._backlog_since = None
+            elif self._backlog_since is None:
+                self._backlog_since = time.monotonic()
+            if not queue or left == 0:
+                break
             batch: list[SpanRecord] = []
             markers: list[_FlushMarker] = []
             while queue and len(batch) < self._max_batch_size:
@@ -285,6 +342,8 @@ class BatchSpanProcessor:
             if self._blocked:
                 with self._room:
                     self._room.notify_all()
+            if left > 0:
+                left = max(0, left - len(batch) - len(markers))
             if batch:
                 self._pipeline.export(batch)
             for marker in markers:

@@ -39,6 +39,7 @@ CONTROL_FLOW_ERRORS = frozenset(
     {"GraphInterrupt", "NodeInterrupt", "ParentCommand", "GraphBubbleUp", "GeneratorExit", "CancelledError"}
 )
 _MAX_ERROR_MESSAGE = 4000
+EVICT_SLICE = 1_000  # orphans evicted per housekeeping pass (see evict_expired)
 
 
 class SpanSink(Protocol):
@@ -259,11 +260,24 @@ class Recorder:
 
     # -- housekeeping (processor thread) ----------------------------------------------------
 
-    def evict_expired(self, now_ns: int | None = None) -> int:
-        """Close spans open for longer than the TTL as errors, so a service cannot leak."""
+    def evict_expired(self, now_ns: int | None = None, limit: int = EVICT_SLICE) -> int:
+        """Close spans open for longer than the TTL as errors (``SpanNotEnded``) and store them,
+        so a service cannot leak. At most ``limit`` per call, and no more than the processor's
+        queue has room for under its high-water mark: an eviction never drops a span (its own
+        or the app's). Returns how many were evicted; a truthy result asks the processor to
+        run it again on its next pass (the rest of the slice)."""
         now_ns = now_ns or self.clock()
+        room = getattr(self._processor, "room", None)
+        budget = min(limit, room()) if room is not None else limit
+        if budget <= 0:
+            return 0
         with self._lock:
-            expired = [s for s in self._open.values() if now_ns - s.start_ns > self._ttl_ns]
+            expired: list[SpanRecord] = []
+            for span in self._open.values():
+                if now_ns - span.start_ns > self._ttl_ns:
+                    expired.append(span)
+                    if len(expired) >= budget:
+                        break
             for span in expired:
                 del self._open[span.span_id]
                 self._remember_ended(span)

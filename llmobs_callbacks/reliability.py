@@ -40,6 +40,7 @@ def check_options(
     replay_interval_s: object,
     database_timeout_s: object,
     exit_timeout_s: object,
+    write_timeout_s: object = 0.25,
     price_overrides: object,
 ) -> None:
     """Raise ``ConfigurationError`` naming the first invalid option."""
@@ -57,6 +58,7 @@ def check_options(
         ("open_span_ttl_s", open_span_ttl_s),
         ("replay_interval_s", replay_interval_s),
         ("database_timeout_s", database_timeout_s),
+        ("write_timeout_s", write_timeout_s),
     ):
         _positive_number(name, value)
     for name, value in (("block_timeout_s", block_timeout_s), ("exit_timeout_s", exit_timeout_s)):

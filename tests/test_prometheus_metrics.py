@@ -466,6 +466,11 @@ def test_every_metric_of_the_design_table_with_its_type_and_labels(
         "llmobs_store_write_failures": ("counter", set()),
         "llmobs_store_outages": ("counter", set()),
         "llmobs_store_available": ("gauge", set()),
+        "llmobs_store_state": ("gauge", {"state"}),
+        "llmobs_spool_bytes": ("gauge", set()),
+        "llmobs_spool_oldest_span_age_seconds": ("gauge", set()),
+        "llmobs_spool_spans_spilled": ("counter", set()),
+        "llmobs_values_sanitized": ("counter", {"reason"}),
         # beyond the table: who reports (per process), and budgets (with budget_usd=...)
         "llmobs_info": ("gauge", {"service", "environment"}),
         "llmobs_budget_usd": ("gauge", {"period"}),

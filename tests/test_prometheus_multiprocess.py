@@ -188,6 +188,11 @@ NOT_IN_STORE = (
     "llmobs_store_write_failures",
     "llmobs_store_outages",
     "llmobs_store_available",
+    "llmobs_store_state",
+    "llmobs_spool_bytes",
+    "llmobs_spool_oldest_span_age_seconds",
+    "llmobs_spool_spans_spilled",
+    "llmobs_values_sanitized",
     "llmobs_info",  # the reporting process's service and environment
 )
 

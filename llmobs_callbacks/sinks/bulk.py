@@ -179,6 +179,24 @@ class BulkInserter:
             conn.exec_driver_sql(self._sqlite_statements[rows], tuple(itertools.chain.from_iterable(chunk)))
 
     def _copy(self, conn: Connection, params: list[tuple]) -> None:
+        dbapi = conn.dialect.loaded_dbapi
+        try:
+            self._copy_rows(conn, params)
+        except dbapi.Error as exc:
+            # Straight from the driver: wrapped as SQLAlchemy would (OperationalError, DataError…,
+            # flagged when the connection is gone), so the writer classifies it like any other.
+            disconnect = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+            raise sa.exc.DBAPIError.instance(
+                self._copy_sql,
+                None,
+                exc,
+                dbapi.Error,
+                hide_parameters=True,
+                connection_invalidated=disconnect,
+                dialect=conn.dialect,
+            ) from exc
+
+    def _copy_rows(self, conn: Connection, params: list[tuple]) -> None:
         cursor = conn.connection.driver_connection.cursor()
         try:
             cursor.execute(self._stage_ddl)

@@ -42,6 +42,11 @@ SPOOL_PENDING_SPANS = "llmobs_spool_pending_spans"
 STORE_WRITE_FAILURES = "llmobs_store_write_failures_total"
 STORE_OUTAGES = "llmobs_store_outages_total"
 STORE_AVAILABLE = "llmobs_store_available"
+STORE_STATE = "llmobs_store_state"  # gauge {state}: 1 for the writer's breaker state (up/degraded/down)
+SPOOL_BYTES = "llmobs_spool_bytes"
+SPOOL_OLDEST_AGE = "llmobs_spool_oldest_span_age_seconds"
+SPOOL_SPANS_SPILLED = "llmobs_spool_spans_spilled_total"  # queue past its high-water mark
+VALUES_SANITIZED = "llmobs_values_sanitized_total"  # {reason}: NUL bytes, lone surrogates… replaced
 # -- budgets (BudgetTracker; only with LLMObs(budget_usd=...)) ------------------------------------
 BUDGET = "llmobs_budget_usd"
 BUDGET_SPEND = "llmobs_budget_spend_usd"
@@ -63,6 +68,8 @@ COUNTERS = (
     SPOOL_SPANS_REPLAYED,
     STORE_WRITE_FAILURES,
     STORE_OUTAGES,
+    SPOOL_SPANS_SPILLED,
+    VALUES_SANITIZED,
 )
 HISTOGRAMS = (
     LLM_TOKEN_USAGE,
@@ -73,7 +80,16 @@ HISTOGRAMS = (
     TRACE_DURATION,
     QUALITY_SCORE,
 )
-GAUGES = (INFO, SPOOL_PENDING_SPANS, STORE_AVAILABLE, BUDGET, BUDGET_SPEND)
+GAUGES = (
+    INFO,
+    SPOOL_PENDING_SPANS,
+    STORE_AVAILABLE,
+    STORE_STATE,
+    SPOOL_BYTES,
+    SPOOL_OLDEST_AGE,
+    BUDGET,
+    BUDGET_SPEND,
+)
 ALL = (*COUNTERS, *HISTOGRAMS, *GAUGES)
 
 # The series the exporter attaches ``{trace_id}`` exemplars to (OpenMetrics scrapes only): the

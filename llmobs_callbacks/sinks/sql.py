@@ -31,6 +31,19 @@ _PROMPTS = PromptVersionRow.__table__
 _BRANCHES = BranchDecisionRow.__table__
 _SCORES = ScoreRow.__table__
 _BRANCH_NAMESPACE = uuid.UUID("5b1e4c1e-8a59-4c43-9f0e-0d3c7f1c2a10")
+# 6 columns × 4,096 rows stays under SQLite's (32,766) and PostgreSQL's (65,535) parameter limits.
+_PROMPT_ROWS_PER_STATEMENT = 4096
+
+
+def _bound_tcp(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+    """A PostgreSQL host that vanishes (a network partition: nothing is acknowledged) fails a
+    connection within seconds instead of TCP's ~15 minutes of retransmissions (libpq's
+    ``tcp_user_timeout``, milliseconds, and keepalives); the URL's own settings win."""
+    cparams.setdefault("tcp_user_timeout", 5000)
+    cparams.setdefault("keepalives", 1)
+    cparams.setdefault("keepalives_idle", 10)
+    cparams.setdefault("keepalives_interval", 2)
+    cparams.setdefault("keepalives_count", 3)
 
 
 def _utc(ns: int | None) -> datetime | None:
@@ -61,6 +74,8 @@ class SQLExporter:
         else:  # pragma: no cover - other databases get plain inserts
             dialect_insert = None
         self._insert = dialect_insert
+        if dialect == "postgresql" and self.engine.dialect.driver in ("psycopg", "psycopg2"):
+            sa.event.listen(self.engine, "do_connect", _bound_tcp)
         self._spans = BulkInserter(self.engine, _SPANS, ["span_id"])
         self._docs = BulkInserter(self.engine, _DOCS, ["span_id", "rank"])
         self._branches = BulkInserter(self.engine, _BRANCHES, ["id"])
@@ -110,15 +125,52 @@ class SQLExporter:
             "prompt_versions": _prompt_version_rows(spans),
         }
 
-    def write_rows(self, rows: dict[str, list[dict[str, Any]]]) -> None:
-        """Store one batch's rows in one transaction; idempotent (a replay adds nothing)."""
+    def write_rows(self, rows: dict[str, list[dict[str, Any]]], timeout_s: float | None = None) -> None:
+        """Store one batch's rows in one transaction; idempotent (a replay adds nothing).
+
+        ``timeout_s`` bounds the wait for a lock (SQLite's busy timeout, PostgreSQL's
+        ``lock_timeout``; PostgreSQL's ``statement_timeout`` is 4× it, at least 1 s): the durable
+        writer turns a locked or stuck store into a quick failure and spools, never a stall."""
         with self.engine.begin() as conn:
+            if timeout_s is not None:
+                self._bound_waits(conn, timeout_s)
             self._spans.insert(conn, rows.get("spans", ()))
             self._docs.insert(conn, rows.get("retrieved_documents", ()))
             self._branches.insert(conn, rows.get("branch_decisions", ()))
-            for row in rows.get("prompt_versions", ()):
-                conn.execute(self._upsert_prompt_version(), row)
+            self._upsert_prompt_versions(conn, rows.get("prompt_versions", ()))
             self._write_scores(conn, rows.get("scores", ()))  # spooled scores (sinks/durable.py)
+
+    def _bound_waits(self, conn: Connection, timeout_s: float) -> None:
+        """Apply the write deadline to this transaction's connection."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            # Once per pooled connection, not per batch: each statement releases the GIL, and
+            # getting it back beside a busy app thread costs up to 5 ms (see sinks/bulk.py).
+            # Readers sharing the pool wait this long too; in WAL mode they rarely wait at all.
+            info = conn.connection.info  # lives as long as the DBAPI connection
+            if info.get("llmobs_busy_timeout_s") != timeout_s:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={max(1, int(timeout_s * 1000))}")
+                info["llmobs_busy_timeout_s"] = timeout_s
+        elif dialect == "postgresql":
+            lock_ms = max(1, int(timeout_s * 1000))
+            statement_ms = max(1000, 4 * lock_ms)
+            # Local to this transaction (is_local=true), one round trip.
+            conn.exec_driver_sql(
+                f"SELECT set_config('lock_timeout', '{lock_ms}', true), "
+                f"set_config('statement_timeout', '{statement_ms}', true)"
+            )
+
+    def _upsert_prompt_versions(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """One multi-row ``INSERT … ON CONFLICT DO UPDATE`` per batch (rows are distinct keys,
+        which PostgreSQL requires of one statement), chunked only past the bound-parameter
+        limit: thousands of versions in a batch cost one statement, not thousands."""
+        if not rows:
+            return
+        if self._insert is None:  # pragma: no cover - other databases: plain inserts
+            conn.execute(sa.insert(_PROMPTS), list(rows))
+            return
+        for i in range(0, len(rows), _PROMPT_ROWS_PER_STATEMENT):
+            conn.execute(self._upsert_prompt_version(list(rows[i : i + _PROMPT_ROWS_PER_STATEMENT])))
 
     def shutdown(self) -> None:
         self.engine.dispose()
@@ -211,10 +263,9 @@ class SQLExporter:
             "output": s.output,
         }
 
-    def _upsert_prompt_version(self) -> Any:
-        if self._insert is None:
-            return sa.insert(_PROMPTS)
-        stmt = self._insert(_PROMPTS)
+    def _upsert_prompt_version(self, rows: list[dict[str, Any]]) -> Any:
+        assert self._insert is not None
+        stmt = self._insert(_PROMPTS).values(rows)
         excluded = stmt.excluded
         return stmt.on_conflict_do_update(
             index_elements=["prompt_name", "prompt_version", "template_hash"],
