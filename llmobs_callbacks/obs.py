@@ -136,7 +136,7 @@ class LLMObs:
         require_database: bool = True,
         spool_dir: str | os.PathLike[str] | Literal[False] | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
-        write_retry_delays_s: Sequence[float] = (0.05, 0.25, 1.0),
+        write_retry_delays_s: Sequence[float] | None = None,
         replay_interval_s: float = 5.0,
         database_timeout_s: float = 5.0,
         write_timeout_s: float = 0.25,
@@ -192,7 +192,7 @@ class LLMObs:
                 (spans are dropped and counted as ``store_unavailable``).
             spool_max_bytes: spool bytes not yet replayed, per process; beyond it,
                 ``spool_full`` drops (a full disk: ``disk_full``).
-            write_retry_delays_s: accepted for compatibility, no longer used: a batch whose
+            write_retry_delays_s: deprecated (a ``DeprecationWarning``), no longer used: a batch whose
                 write fails is spooled at once, and the spool is replayed (a probe after 0.5 s,
                 doubling up to ``replay_interval_s``, and whenever ``flush`` waits).
             database_timeout_s: the wait for a PostgreSQL connection (connect timeout, whole
@@ -269,7 +269,6 @@ class LLMObs:
             self.diagnostics,
             spool_dir=spool_dir or None,
             spool_max_bytes=spool_max_bytes,
-            retry_delays_s=write_retry_delays_s,
             max_recovery_interval_s=replay_interval_s,
             write_timeout_s=write_timeout_s,
             schema_ready=schema_ready,

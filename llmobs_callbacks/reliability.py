@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -68,12 +69,20 @@ def check_options(
             f"queue_full must be 'drop' (count and drop when the queue is full) or 'block' (wait up "
             f"to block_timeout_s), not {queue_full!r}"
         )
-    if isinstance(write_retry_delays_s, str | bytes) or not isinstance(write_retry_delays_s, Sequence):
-        raise ConfigurationError(
-            f"write_retry_delays_s must be a list of seconds, not {write_retry_delays_s!r}"
+    if write_retry_delays_s is not None:
+        if isinstance(write_retry_delays_s, str | bytes) or not isinstance(write_retry_delays_s, Sequence):
+            raise ConfigurationError(
+                f"write_retry_delays_s must be a list of seconds, not {write_retry_delays_s!r}"
+            )
+        for delay in write_retry_delays_s:
+            _positive_number("write_retry_delays_s[...]", delay, allow_zero=True)
+        # Accepted so that code written for earlier releases still starts; it changes nothing now.
+        warnings.warn(
+            "write_retry_delays_s no longer does anything: a failed write is spooled at once and "
+            "replayed from the spool (see replay_interval_s); remove the option",
+            DeprecationWarning,
+            stacklevel=3,
         )
-    for delay in write_retry_delays_s:
-        _positive_number("write_retry_delays_s[...]", delay, allow_zero=True)
     _check_prices(price_overrides)
 
 

@@ -102,8 +102,14 @@ def test_good_options_are_accepted(tmp_path: Path) -> None:
         prometheus_registry=None,
         queue_full="block",
         block_timeout_s=0.0,
-        write_retry_delays_s=(),
         price_overrides={"my-model": {"input": 0, "output": 1}},
     )
+    assert obs.flush(timeout=5)
+    obs.shutdown()
+
+
+def test_the_retired_retry_option_still_starts_and_says_it_does_nothing(tmp_path: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="write_retry_delays_s no longer does anything"):
+        obs = LLMObs(f"sqlite:///{tmp_path / 'x.db'}", prometheus_registry=None, write_retry_delays_s=(0.05,))
     assert obs.flush(timeout=5)
     obs.shutdown()

@@ -81,7 +81,6 @@ def test_postgres_outage_in_the_middle_of_5000_traces(pg_schema, proxy, tmp_path
         prometheus_registry=registry,
         exporters=[counting],
         spool_dir=tmp_path / "spool",
-        write_retry_delays_s=(0.05, 0.2),
         replay_interval_s=1.0,
         database_timeout_s=2.0,
     )
@@ -133,7 +132,6 @@ def test_unreachable_postgres_at_start_can_spool_by_choice(pg_schema, proxy, tmp
         prometheus_registry=None,
         require_database=False,
         spool_dir=tmp_path / "spool",
-        write_retry_delays_s=(),
         replay_interval_s=0.5,
     )
     ids = run_traces(obs.langchain_handler(), 50)
@@ -152,7 +150,6 @@ def _sqlite(tmp_path: Path, **options) -> tuple[LLMObs, str, Path]:
         "prometheus_registry": None,
         "spool_dir": tmp_path / "spool",
         "database_timeout_s": 0.2,
-        "write_retry_delays_s": (0.05,),
         "replay_interval_s": 0.5,
         **options,
     }

@@ -31,7 +31,7 @@ CHILD = textwrap.dedent(
         signal.signal(signal.SIGTERM, lambda *a: sys.exit(7))  # the app's own handler
     obs = LLMObs(url, prometheus_registry=None, flush_interval_s=3600, spool_dir=spool,
                  exit_timeout_s=float(os.environ.get("EXIT_TIMEOUT", "10")),
-                 database_timeout_s=0.2, write_retry_delays_s=(0.05,))
+                 database_timeout_s=0.2)
     chain = RunnableLambda(lambda x: x + 1, name="add") | RunnableLambda(lambda x: x * 2, name="double")
     chain.invoke(1, config={"callbacks": [obs.langchain_handler()], "run_id": run_id})
     print("handles_sigterm", obs.handles_sigterm, flush=True)

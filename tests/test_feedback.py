@@ -193,7 +193,7 @@ def _cut_off(engine: sa.engine.Engine) -> Callable[[], None]:
 
 def test_an_outage_replay_keeps_the_current_score_right(db_url: str, tmp_path) -> None:
     clock = Clock()
-    options = {"prometheus_registry": None, "database_timeout_s": 0.5, "write_retry_delays_s": (0.05,)}
+    options = {"prometheus_registry": None, "database_timeout_s": 0.5}
     cut = LLMObs(db_url, clock=clock, spool_dir=tmp_path / "spool-a", replay_interval_s=0.5, **options)
     other = LLMObs(db_url, clock=clock, spool_dir=tmp_path / "spool-b", **options)
     try:

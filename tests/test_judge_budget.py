@@ -106,7 +106,6 @@ def test_calls_not_stored_yet_count_from_memory_and_once_stored_once(sqlite_url:
         prometheus_registry=None,
         spool_dir=tmp_path / "spool",
         database_timeout_s=0.5,
-        write_retry_delays_s=(0.05,),
     )
     engine = obs.sql.engine
 

@@ -297,7 +297,6 @@ def test_the_spool_written_while_the_database_is_locked_holds_no_secret(tmp_path
         prometheus_registry=None,
         spool_dir=tmp_path / "spool",
         database_timeout_s=0.2,
-        write_retry_delays_s=(0.05,),
         replay_interval_s=0.5,
     )
     locker = sqlite3.connect(path, timeout=5, isolation_level=None)
@@ -539,7 +538,6 @@ def test_every_credential_format_stays_out_of_the_spool_while_the_database_is_lo
         prometheus_registry=None,
         spool_dir=tmp_path / "spool",
         database_timeout_s=0.2,
-        write_retry_delays_s=(0.05,),
         replay_interval_s=0.5,
     )
     locker = sqlite3.connect(path, timeout=5, isolation_level=None)

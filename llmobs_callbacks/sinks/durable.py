@@ -356,7 +356,6 @@ class DurableSQLExporter:
         *,
         spool_dir: Path | str | None,
         spool_max_bytes: int = 256 * 1024 * 1024,
-        retry_delays_s: Sequence[float] = (),
         recovery_interval_s: float = 0.5,
         max_recovery_interval_s: float = 5.0,
         write_timeout_s: float = 0.25,
@@ -367,7 +366,6 @@ class DurableSQLExporter:
         self._diag = diagnostics
         self.spool: Spool | None = Spool(Path(spool_dir), spool_max_bytes) if spool_dir is not None else None
         # Accepted for compatibility; a failed batch is no longer retried on the writer's thread.
-        self._retry_delays = tuple(retry_delays_s)
         self._min_interval = recovery_interval_s
         self._max_interval = max(recovery_interval_s, max_recovery_interval_s)
         self._interval = recovery_interval_s
