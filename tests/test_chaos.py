@@ -274,7 +274,14 @@ def test_20000_orphans_are_evicted_without_a_drop(tmp_path: Path) -> None:
 
 
 def test_thousands_of_prompt_versions_are_one_statement(db_url: str, tmp_path: Path) -> None:
-    obs = LLMObs(db_url, prometheus_registry=None, spool_dir=tmp_path / "spool", max_batch_size=4096)
+    # One batch: the worker wakes only at flush() (a busy machine otherwise splits the 3,000).
+    obs = LLMObs(
+        db_url,
+        prometheus_registry=None,
+        spool_dir=tmp_path / "spool",
+        max_batch_size=4096,
+        flush_interval_s=3600,
+    )
     statements: Counter[str] = Counter()
 
     def count(_conn, _cursor, statement: str, _params, _context, executemany: bool) -> None:
