@@ -41,12 +41,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .anomalies import LOWER_IS_BETTER
+from .queries import LOWER_IS_BETTER, root_inputs_query
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from .store import TraceStore
+    from .reader import StoreReader
 
 PASS, FAIL, NOT_APPLICABLE, INSUFFICIENT = "pass", "FAIL", "n/a", "insufficient"
 GROUPINGS = ("prompt_version", "model")
@@ -390,7 +390,7 @@ class _Criterion:
 
 
 def run_gate(
-    store: TraceStore,
+    store: StoreReader,
     baseline: str,
     candidate: str,
     criteria: GateCriteria | None = None,
@@ -664,7 +664,7 @@ def _describe(t: _Criterion) -> None:
 
 
 def _sides(
-    store: TraceStore,
+    store: StoreReader,
     by: str,
     baseline: str,
     candidate: str,
@@ -672,7 +672,7 @@ def _sides(
     until: Any,
     pair_by: str = "off",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The requests of each side (``TraceStore.traces``: one row per user request, internal
+    """The requests of each side (``StoreReader.traces``: one row per user request, internal
     traces left out) with ``latency_ms``, ``error`` (1.0 when the root failed), ``tokens``,
     ``cost`` (sum over its LLM calls, 0 without any), ``unpriced_calls`` / ``unpriced_model``,
     ``score_<name>`` (mean of each current score name) and, for pairing, ``input_id`` (from the
@@ -700,24 +700,16 @@ def _sides(
     return out[0], out[1]
 
 
-def _root_inputs(store: TraceStore, trace_ids: list[Any], hashed: bool) -> pd.DataFrame:
+def _root_inputs(store: StoreReader, trace_ids: list[Any], hashed: bool) -> pd.DataFrame:
     """Per trace: the root's ``input_id`` from its metadata and (``hashed``) the hash of its
     input text. Read by trace id in chunks (bounded parameter lists on SQLite and PostgreSQL)."""
     import pandas as pd
-    import sqlalchemy as sa
 
-    from .queries import SPANS
-
-    s = SPANS.c
     ids = [str(t) for frame_ids in trace_ids for t in frame_ids]
     roots = []
     with store.engine.connect() as conn:
         for start in range(0, len(ids), 5000):
-            chunk = ids[start : start + 5000]
-            cols = [s.trace_id, s.attributes] + ([s.input] if hashed else [])
-            roots += conn.execute(
-                sa.select(*cols).where(s.parent_span_id.is_(None), s.trace_id.in_(chunk))
-            ).all()
+            roots += conn.execute(root_inputs_query(ids[start : start + 5000], with_input=hashed)).all()
     return pd.DataFrame(
         {
             "trace_id": [str(r[0]) for r in roots],
