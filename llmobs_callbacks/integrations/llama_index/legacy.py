@@ -26,22 +26,22 @@ from typing import Any
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 
-from ..diagnostics import Diagnostics
-from ..model import PromptTemplate, SpanKind
-from ..prompts import prompt_identity
-from ..recorder import Recorder
-from .llama_index import (
+from ...diagnostics import Diagnostics
+from ...model import PromptTemplate, SpanKind
+from ...prompts import prompt_identity
+from ...recorder import Recorder
+from .payloads import (
     FRAMEWORK,
     ChatMessages,
-    GeneratorLinks,
-    _declared,
-    _documents,
-    _model_name,
-    _read_llm_response,
-    _safe_str,
-    _safe_usage_and_model,
-    _value,
+    declared_context,
+    model_name_of,
+    payload_value,
+    read_llm_response,
+    retrieved_documents,
+    safe_str,
+    safe_usage_and_model,
 )
+from .streams import GeneratorLinks
 
 try:  # the instrumentation package's tags, so ``instrument_tags`` works on this path too
     from llama_index_instrumentation.dispatcher import active_instrument_tags as _instrument_tags
@@ -175,8 +175,8 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 return
             serialized = payload.get(EventPayload.SERIALIZED)
             serialized = serialized if isinstance(serialized, dict) else {}
-            name = _safe_str(serialized.get("class_name") or "llm")
-            model = _model_name(serialized.get("model")) or _model_name(serialized.get("model_name"))
+            name = safe_str(serialized.get("class_name") or "llm")
+            model = model_name_of(serialized.get("model")) or model_name_of(serialized.get("model_name"))
             provider = _PROVIDERS.get(name)
             messages = payload.get(EventPayload.MESSAGES)
             data: Any = payload.get(EventPayload.PROMPT) if messages is None else _messages(messages)
@@ -187,12 +187,12 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
         elif kind == SpanKind.EMBEDDING:
             serialized = payload.get(EventPayload.SERIALIZED)
             serialized = serialized if isinstance(serialized, dict) else {}
-            name = _safe_str(serialized.get("class_name") or name)
-            model = _model_name(serialized.get("model_name"))
+            name = safe_str(serialized.get("class_name") or name)
+            model = model_name_of(serialized.get("model_name"))
             data = None
         elif kind == SpanKind.TOOL:
             tool = payload.get(EventPayload.TOOL)
-            name = _safe_str(getattr(tool, "name", None) or name)
+            name = safe_str(getattr(tool, "name", None) or name)
             data = payload.get(EventPayload.FUNCTION_CALL)
         elif kind == SpanKind.PROMPT:
             template = self._prompt_template(payload.get(EventPayload.TEMPLATE))
@@ -206,7 +206,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
             data = payload.get(EventPayload.QUERY_STR)
         else:
             data = _start_input(payload)
-        metadata, tags = _declared(_instrument_tags.get() if _instrument_tags is not None else None)
+        metadata, tags = declared_context(_instrument_tags.get() if _instrument_tags is not None else None)
         if link is not None:
             metadata, tags = self._gen_links.merge_into(link, metadata, tags)
         self._recorder.start(  # type: ignore[union-attr]
@@ -241,7 +241,7 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 return
             state = self._llm.pop(event_id, None)
             try:
-                output, usage, model = _read_llm_response(response, self._diag)
+                output, usage, model = read_llm_response(response, self._diag)
             except Exception as exc:  # noqa: BLE001 - a malformed response: still end the span
                 self._diag.handler_error("llama_index_legacy.llm_response", exc)
                 output = usage = model = None
@@ -249,13 +249,13 @@ class LlamaIndexCallbackHandler(BaseCallbackHandler):
                 for inner in state.inner or ():
                     self._alias.pop(inner, None)
                 if usage is None and state.fallback is not None:
-                    usage, fallback_model = _safe_usage_and_model(self._diag, state.fallback)
+                    usage, fallback_model = safe_usage_and_model(self._diag, state.fallback)
                     model = model or fallback_model
             recorder.end(event_id, output, error=error, usage=usage, model=model)  # type: ignore[union-attr]
             return
         nodes = payload.get(EventPayload.NODES)
         if event_type in (CBEventType.RETRIEVE, CBEventType.RERANKING) and isinstance(nodes, (list, tuple)):
-            docs = _documents(list(nodes))
+            docs = retrieved_documents(list(nodes))
             recorder.end(event_id, {"documents": len(docs or ())}, error=error, documents=docs)  # type: ignore[union-attr]
             return
         if event_type == CBEventType.EMBEDDING:
@@ -297,7 +297,7 @@ def _start_input(payload: dict[str, Any]) -> Any:
     for key in (EventPayload.QUERY_STR, EventPayload.SUB_QUESTION, EventPayload.MESSAGES):
         value = payload.get(key)
         if value is not None:
-            return _value(value)
+            return payload_value(value)
     chunks = payload.get(EventPayload.CHUNKS)
     if chunks is not None:
         return {"chunks": _size(chunks)}
@@ -311,7 +311,7 @@ def _end_output(payload: dict[str, Any]) -> Any:
     for key in (EventPayload.RESPONSE, EventPayload.SUB_QUESTION, EventPayload.COMPLETION):
         value = payload.get(key)
         if value is not None:
-            return _value(value)
+            return payload_value(value)
     for key, label in ((EventPayload.NODES, "nodes"), (EventPayload.CHUNKS, "chunks")):
         value = payload.get(key)
         if value is not None:
