@@ -29,7 +29,7 @@ from .diagnostics import Diagnostics
 
 if TYPE_CHECKING:
     from .recorder import Recorder
-    from .redaction import PrivacyFilter
+    from .prepare.redaction import PrivacyFilter
     from .sinks.prometheus import PrometheusExporter
     from .sinks.sql import SQLExporter
 

@@ -28,7 +28,7 @@ from llama_index.core.callbacks.schema import CBEventType, EventPayload
 
 from ...diagnostics import Diagnostics
 from ...model import PromptTemplate, SpanKind
-from ...prompts import prompt_identity
+from ...prepare.prompts import prompt_identity
 from ...recorder import Recorder
 from .payloads import (
     FRAMEWORK,

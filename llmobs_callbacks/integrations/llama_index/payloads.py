@@ -14,8 +14,8 @@ from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 from ...diagnostics import Diagnostics
 from ...model import RetrievedDocument
 from ...obs import current_context
-from ...prompts import derived_version
-from ...usage import from_provider_usage
+from ...prepare.prompts import derived_version
+from ...prepare.usage import from_provider_usage
 
 FRAMEWORK = "llama_index"
 # Arguments never stored as span input: workflow contexts and memories are large, shared and

@@ -20,7 +20,7 @@ from llama_index.core.tools.types import BaseTool
 
 from ...diagnostics import Diagnostics
 from ...model import PromptTemplate, SpanKind
-from ...prompts import prompt_identity
+from ...prepare.prompts import prompt_identity
 from ...recorder import Recorder
 from .payloads import (
     CACHE_MAX,
