@@ -332,11 +332,11 @@ def _gate_row(r: gate.GateRow) -> dict[str, Any]:
         why = "no significant change"
     return {
         "r": r,
-        "baseline": gate._value(r.baseline, r.unit),
-        "candidate": gate._value(r.candidate, r.unit),
-        "change": gate._change_text(r),
-        "interval": gate._interval(r),
-        "p": gate._p(r.p_value),
+        "baseline": gate.value_text(r.baseline, r.unit),
+        "candidate": gate.value_text(r.candidate, r.unit),
+        "change": gate.change_text(r),
+        "interval": gate.interval_text(r),
+        "p": gate.p_text(r.p_value),
         "why": why,
     }
 
