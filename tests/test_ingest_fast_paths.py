@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry
 from llmobs_callbacks.model import STATUS_ERROR, RetrievedDocument, SpanRecord, TokenUsage
 from llmobs_callbacks.serialize import jsonable_dict, to_jsonable
 from llmobs_callbacks.sinks import bulk
-from llmobs_callbacks.sinks.prometheus import metrics as prometheus_metrics
 from llmobs_callbacks.sinks.prometheus import PrometheusExporter
+from llmobs_callbacks.sinks.prometheus import metrics as prometheus_metrics
 from llmobs_callbacks.sinks.sql import SQLExporter
 
 T0 = 1_763_800_000_123_456_789  # ns: sub-microsecond digits exercise the rounding

@@ -28,8 +28,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from ..diagnostics import Diagnostics
 from ..model import PromptTemplate, RetrievedDocument, SpanKind
 from ..prepare.prompts import prompt_identity
-from ..recorder import GRAPH_END, Recorder
 from ..prepare.usage import from_provider_usage, from_usage_metadata, truthy
+from ..recorder import GRAPH_END, Recorder
 
 FRAMEWORK = "langchain"
 _SCORE_KEYS = ("score", "relevance_score", "similarity_score", "_score", "distance")
