@@ -10,6 +10,7 @@ from ...diagnostics import Diagnostics
 from ...recorder import Recorder
 from .handler import LangChainCallbackHandler
 
+_GLOBAL_HANDLER: LangChainCallbackHandler | None = None
 _HOOK_VAR: ContextVar[LangChainCallbackHandler | None] | None = None
 
 
