@@ -4,6 +4,8 @@ updates: one ``inc``/``observe`` per series and batch, one update per histogram 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 import weakref
@@ -54,7 +56,11 @@ _EXEMPLAR_MAX_VALUE = 120  # prometheus-client caps an exemplar's label names + 
 
 def multiprocess_mode() -> bool:
     """True when prometheus-client writes values to ``$PROMETHEUS_MULTIPROC_DIR`` files."""
-    return _prom_values.ValueClass is not _prom_values.MutexValue
+    value_class = getattr(_prom_values, "ValueClass", None)
+    mutex_value = getattr(_prom_values, "MutexValue", None)
+    if value_class is None or mutex_value is None:  # not public API: fall back on the documented switch
+        return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    return value_class is not mutex_value
 
 
 def _exemplar(trace_id: object) -> dict[str, str] | None:
@@ -437,15 +443,15 @@ def _observe_many(child: Any, values: list[tuple[float, object]]) -> None:
     """``child.observe(v, exemplar)`` for every value, with one update per bucket.
 
     Uses the histogram child's value cells (``_upper_bounds``, ``_buckets``, ``_sum``, stable
-    since prometheus-client 0.4); falls back to ``observe`` if they are not there.
+    since prometheus-client 0.4; not public API): falls back to ``observe`` unless they are there
+    in the shape used here (``_value_cells``).
     """
-    bounds = getattr(child, "_upper_bounds", None)
-    buckets = getattr(child, "_buckets", None)
-    total_cell = getattr(child, "_sum", None)
-    if bounds is None or buckets is None or total_cell is None or len(bounds) != len(buckets):
+    cells = _value_cells(child)
+    if cells is None:
         for value, exemplar in values:
             child.observe(value, _exemplar(exemplar))
         return
+    bounds, buckets, total_cell = cells
     counts = [0] * len(bounds)
     exemplars: dict[int, tuple[object, float]] = {}
     total = 0.0
@@ -465,6 +471,25 @@ def _observe_many(child: Any, values: list[tuple[float, object]]) -> None:
     now = time.time()
     for i, (exemplar, value) in exemplars.items():
         buckets[i].set_exemplar(Exemplar(_exemplar(exemplar), value, now))
+
+
+def _value_cells(child: Any) -> tuple[Sequence[float], Sequence[Any], Any] | None:
+    """The histogram child's (bounds, per-bucket value cells, sum cell) when prometheus-client
+    keeps them as ``observe`` updates them — one non-cumulative cell per bound, the last bound
+    +Inf, cells with ``inc`` and ``set_exemplar`` — else None (a release that changed them)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total_cell = getattr(child, "_sum", None)
+    try:
+        if not bounds or bounds[-1] != math.inf or len(bounds) != len(buckets):
+            return None
+        first = buckets[0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    usable = callable(getattr(total_cell, "inc", None)) and callable(getattr(first, "inc", None))
+    if not usable or not callable(getattr(first, "set_exemplar", None)):
+        return None
+    return bounds, buckets, total_cell
 
 
 def _status(span: SpanRecord) -> str:
