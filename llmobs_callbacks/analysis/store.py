@@ -47,7 +47,7 @@ class TraceStore(StoreReader):
 
     def gate(self, baseline: str, candidate: str, criteria: Any = None, **options: Any) -> Any:
         """Release gate: ``candidate`` vs ``baseline`` prompt version (``by="model"``: model);
-        a ``GateResult`` with per-criterion pass/fail and ``exit_code``. See ``analysis/gate.py``."""
+        a ``GateResult`` with per-criterion pass/fail and ``exit_code``. See ``analysis/gate/``."""
         return run_gate(self, baseline, candidate, criteria, **options)
 
     @property
