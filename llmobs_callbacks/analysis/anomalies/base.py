@@ -8,15 +8,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .data import Data
-from .formatting import _fmt_window
-from .model import _NONE, Anomaly, AnomalyThresholds
+from .formatting import fmt_window
+from .model import MISSING_GROUP, Anomaly, AnomalyThresholds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
 @dataclass
-class _Sample:
+class Sample:
     """A group's current rows and the reference rows it is compared with."""
 
     current: pd.DataFrame
@@ -41,7 +41,7 @@ class DetectorBase:
 
     def _sample(
         self, rows: pd.DataFrame, others: pd.DataFrame, time_column: str, same: pd.Series | None
-    ) -> _Sample | None:
+    ) -> Sample | None:
         """Current and reference rows of one group (``rows``: the group's rows in the lookback;
         ``others``: everyone else's; ``same``: a mask of ``others`` to prefer, e.g. same model)."""
         current_window = rows[rows[time_column] >= self.window_start]
@@ -50,7 +50,7 @@ class DetectorBase:
         first = rows[time_column].min()
         if first < self.settle_at:
             reference = rows[rows[time_column] < self.window_start]
-            return _Sample(current_window, reference, self.window_start, False, "its baseline")
+            return Sample(current_window, reference, self.window_start, False, "its baseline")
         base = others[others[time_column] < self.window_start]
         reference = base
         if same is not None:
@@ -59,12 +59,12 @@ class DetectorBase:
                 reference = preferred
         versions = sorted({v or "(none)" for v in reference["pv"]}) if "pv" in reference else []
         label = ", ".join(versions[:3]) + ("…" if len(versions) > 3 else "") if versions else "the baseline"
-        return _Sample(rows, reference, first.to_pydatetime(), True, label)
+        return Sample(rows, reference, first.to_pydatetime(), True, label)
 
-    def _describe(self, s: _Sample, what: str) -> str:
+    def _describe(self, s: Sample, what: str) -> str:
         if s.new:
             return f"{what} since it appeared at {s.since:%Y-%m-%d %H:%M} ({len(s.current)} requests)"
-        return f"{what} in the last {_fmt_window(self.window)} ({len(s.current)} requests)"
+        return f"{what} in the last {fmt_window(self.window)} ({len(s.current)} requests)"
 
     def _buckets(self, frame: pd.DataFrame, column: str, time_column: str = "start_time") -> Any:
         """Rows of the baseline grouped by window-sized buckets (aligned on the window's start)."""
@@ -76,14 +76,14 @@ class DetectorBase:
     def _anomaly(self, **kwargs: Any) -> Anomaly:
         kwargs.setdefault("window_end", self.now)
         for key in ("prompt_version", "model"):
-            if kwargs.get(key) == _NONE:
+            if kwargs.get(key) == MISSING_GROUP:
                 kwargs[key] = None
         return Anomaly(**kwargs)
 
 
-def _severity(rule: bool, stat: bool) -> str:
+def severity_of(rule: bool, stat: bool) -> str:
     return "critical" if rule and stat else "warning"
 
 
-def _detector(rule: bool, stat: bool) -> str:
+def detector_label(rule: bool, stat: bool) -> str:
     return "rule+statistical" if rule and stat else ("rule" if rule else "statistical")

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from .. import prompt_drift
 from ..queries import BRANCHES, DOCS, SCORES, SPANS, current_score, requests_query, user_facing
-from .model import _NONE
+from .model import MISSING_GROUP
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -78,8 +78,8 @@ def requests(
             "latency_ms": pd.to_numeric(rows["latency_ms"], errors="coerce").astype("float64"),
             "tokens": pd.to_numeric(rows["tokens"], errors="coerce").fillna(0.0).astype("float64"),
             "cost_usd": pd.to_numeric(rows["cost_usd"], errors="coerce").astype("float64"),
-            "pv": rows["prompt_version"].fillna(_NONE).astype(str),
-            "model": rows["model"].fillna(_NONE).astype(str),
+            "pv": rows["prompt_version"].fillna(MISSING_GROUP).astype(str),
+            "model": rows["model"].fillna(MISSING_GROUP).astype(str),
         }
     ).sort_values("start_time", kind="stable", ignore_index=True)
 
@@ -140,7 +140,7 @@ def load(store: StoreReader, start: datetime, end: datetime, include_internal: b
         ["created_at"],
     )
     version_of = dict(zip(traces["trace_id"], traces["pv"], strict=True))
-    decisions["pv"] = decisions["trace_id"].astype(str).map(version_of).fillna(_NONE)
+    decisions["pv"] = decisions["trace_id"].astype(str).map(version_of).fillna(MISSING_GROUP)
     # Scores of the window's traces may be written later (the judge runs after the trace).
     raw_scores = score_values(store, start)
     if len(raw_scores):
@@ -148,7 +148,7 @@ def load(store: StoreReader, start: datetime, end: datetime, include_internal: b
         scores = raw_scores.join(by_trace, on="trace_id", how="inner")
     else:
         scores = pd.DataFrame({"trace_id": [], "name": [], "value": [], "start_time": [], "pv": []})
-    versions = sorted(set(traces["pv"]) - {_NONE})
+    versions = sorted(set(traces["pv"]) - {MISSING_GROUP})
     first_seen: dict[str, datetime] = {}
     if versions:
         query = (

@@ -23,7 +23,7 @@ def format_anomalies(anomalies: Sequence[Anomaly], *, now: datetime | None = Non
     return "\n".join(lines)
 
 
-def _fmt_num(value: float | None, unit: str = "") -> str:
+def fmt_num(value: float | None, unit: str = "") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     if unit == "$":
@@ -35,11 +35,11 @@ def _fmt_num(value: float | None, unit: str = "") -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def _fmt_p(p: float | None) -> str:
+def fmt_p(p: float | None) -> str:
     return "" if p is None else f"p={p:.1g}"
 
 
-def _prefix(group: dict[str, Any]) -> str:
+def group_prefix(group: dict[str, Any]) -> str:
     pv, model = group.get("prompt_version"), group.get("model")
     if pv is None and model is None:
         return ""
@@ -47,7 +47,7 @@ def _prefix(group: dict[str, Any]) -> str:
     return f"{who} on {model}: " if model else f"{who}: "
 
 
-def _fmt_window(window: timedelta) -> str:
+def fmt_window(window: timedelta) -> str:
     seconds = int(window.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:

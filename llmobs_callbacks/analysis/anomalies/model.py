@@ -24,7 +24,7 @@ TYPES = (
     "new_prompt_version",
     "prompt_drift",
 )
-_NONE = ""  # internal stand-in for a missing prompt version / model (pandas groups drop NaN)
+MISSING_GROUP = ""  # internal stand-in for a missing prompt version / model (pandas groups drop NaN)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .base import DetectorBase, _detector, _Sample, _severity
-from .formatting import _fmt_num, _fmt_p, _fmt_window, _prefix
-from .model import _NONE, Anomaly
-from .statistics import _binom_greater, _fisher_greater, _robust_z, _welch_greater
+from .base import DetectorBase, Sample, detector_label, severity_of
+from .formatting import fmt_num, fmt_p, fmt_window, group_prefix
+from .model import MISSING_GROUP, Anomaly
+from .statistics import binom_greater, fisher_greater, robust_z, welch_greater
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -25,10 +25,10 @@ class RequestDetectors(DetectorBase):
         out: list[Anomaly] = []
         window_rows = traces[traces["start_time"] >= self.window_start]
         # Tokens and cost per prompt version and model (requests without an LLM call have none).
-        for (pv, model), rows in traces[traces["model"] != _NONE].groupby(["pv", "model"], sort=True):
+        for (pv, model), rows in traces[traces["model"] != MISSING_GROUP].groupby(["pv", "model"], sort=True):
             if not ((window_rows["pv"] == pv) & (window_rows["model"] == model)).any():
                 continue
-            others = traces[(traces["pv"] != pv) & (traces["model"] != _NONE)]
+            others = traces[(traces["pv"] != pv) & (traces["model"] != MISSING_GROUP)]
             sample = self._sample(rows, others, "start_time", others["model"] == model)
             if sample is None or len(sample.current) < self.t.min_requests:
                 continue
@@ -73,7 +73,7 @@ class RequestDetectors(DetectorBase):
         return out
 
     def _mean_check(
-        self, s: _Sample, group: dict[str, Any], column: str, kind: str, what: str, factor: float, unit: str
+        self, s: Sample, group: dict[str, Any], column: str, kind: str, what: str, factor: float, unit: str
     ) -> list[Anomaly]:
         t = self.t
         x, y = s.current[column].dropna(), s.reference[column].dropna()
@@ -84,7 +84,7 @@ class RequestDetectors(DetectorBase):
         if ref <= 0:
             return []
         ratio = current / ref
-        p = _welch_greater(x, y)
+        p = welch_greater(x, y)
         rule = ratio >= factor and p < t.rule_alpha
         buckets = self._buckets(
             self._in(s.reference, "start_time", self.baseline_start, self.window_start), column
@@ -93,15 +93,15 @@ class RequestDetectors(DetectorBase):
         z, median = (None, None)
         stat = False
         if len(means) >= t.min_baseline_buckets:
-            z, median = _robust_z(current, list(means))
+            z, median = robust_z(current, list(means))
             stat = z is not None and median is not None and median > 0 and z >= t.z_threshold
             stat = stat and current >= (1 + t.min_increase) * median  # type: ignore[operator]
         if not (rule or stat):
             return []
         metric = "tokens_per_request" if column == "tokens" else "cost_per_request_usd"
         text = (
-            f"{self._describe(s, what)}: {_fmt_num(current, unit)} vs {_fmt_num(ref, unit)} for "
-            f"{s.reference_label} ({ratio:.2f}×, {_fmt_p(p)}"
+            f"{self._describe(s, what)}: {fmt_num(current, unit)} vs {fmt_num(ref, unit)} for "
+            f"{s.reference_label} ({ratio:.2f}×, {fmt_p(p)}"
             + (f", robust z {z:.1f}" if z is not None else "")
             + ")"
         )
@@ -114,7 +114,7 @@ class RequestDetectors(DetectorBase):
 
     def _ratio_anomaly(
         self,
-        s: _Sample,
+        s: Sample,
         group: dict[str, Any],
         kind: str,
         metric: str,
@@ -131,14 +131,14 @@ class RequestDetectors(DetectorBase):
         """An anomaly whose change is ``current / ref`` of a sample against its reference."""
         return self._anomaly(
             type=kind,
-            severity=_severity(rule, stat),
+            severity=severity_of(rule, stat),
             metric=metric,
             current=current,
             baseline=ref,
             change=current / ref,
             change_unit="x",
-            explanation=_prefix(group) + text,
-            detector=_detector(rule, stat),
+            explanation=group_prefix(group) + text,
+            detector=detector_label(rule, stat),
             samples=samples[0],
             baseline_samples=samples[1],
             p_value=p,
@@ -148,7 +148,7 @@ class RequestDetectors(DetectorBase):
             **group,
         )
 
-    def _latency(self, s: _Sample, group: dict[str, Any]) -> list[Anomaly]:
+    def _latency(self, s: Sample, group: dict[str, Any]) -> list[Anomaly]:
         t = self.t
         x, y = s.current["latency_ms"].dropna(), s.reference["latency_ms"].dropna()
         if len(x) < t.min_requests or len(y) < t.min_requests:
@@ -164,7 +164,7 @@ class RequestDetectors(DetectorBase):
             # Exceedance test: under "no change", a share (1 - q) of requests exceed the
             # reference's quantile; many more than that is a shifted tail.
             exceed = int((x > ref).sum())
-            p = _binom_greater(exceed, len(x), 1 - q)
+            p = binom_greater(exceed, len(x), 1 - q)
             rule = current >= t.latency_spike_factor * ref and p < t.rule_alpha
             stat = False
             z = None
@@ -174,7 +174,7 @@ class RequestDetectors(DetectorBase):
                 counts = buckets.count()
                 values = buckets.quantile(q)[counts >= max(3, t.min_requests // 2)]
                 if len(values) >= t.min_baseline_buckets:
-                    z, median = _robust_z(current, list(values))
+                    z, median = robust_z(current, list(values))
                     stat = bool(
                         z is not None
                         and median
@@ -187,8 +187,8 @@ class RequestDetectors(DetectorBase):
             return []
         name, current, ref, ratio, p, rule, stat, z = max(found, key=lambda f: (f[5] and f[6], f[3]))
         text = (
-            f"{self._describe(s, f'{name} latency')}: {_fmt_num(current, 'ms')} vs {_fmt_num(ref, 'ms')} "
-            f"for {s.reference_label} ({ratio:.2f}×, {_fmt_p(p)})"
+            f"{self._describe(s, f'{name} latency')}: {fmt_num(current, 'ms')} vs {fmt_num(ref, 'ms')} "
+            f"for {s.reference_label} ({ratio:.2f}×, {fmt_p(p)})"
         )
         return [
             self._ratio_anomaly(
@@ -226,12 +226,12 @@ class RequestDetectors(DetectorBase):
         ref_rate = ref_k / ref_n if has_ref else None
         above_limit = rate > limit
         above_ref = ref_rate is not None and rate >= factor * ref_rate and rate > ref_rate
-        p = _fisher_greater(k, n, ref_k, ref_n) if has_ref else _binom_greater(k, n, limit)
+        p = fisher_greater(k, n, ref_k, ref_n) if has_ref else binom_greater(k, n, limit)
         if not (above_limit or above_ref) or p >= t.rule_alpha:
             return []
         critical = above_limit and (above_ref or not has_ref) and p < t.alpha
-        ref_text = f"{_fmt_num(ref_rate, '%')} for {reference_label}" if has_ref else "no baseline"
-        text = f"{described}: {_fmt_num(rate, '%')} ({k} of {n}) vs {ref_text} ({_fmt_p(p)})"
+        ref_text = f"{fmt_num(ref_rate, '%')} for {reference_label}" if has_ref else "no baseline"
+        text = f"{described}: {fmt_num(rate, '%')} ({k} of {n}) vs {ref_text} ({fmt_p(p)})"
         return [
             self._anomaly(
                 type=kind,
@@ -241,7 +241,7 @@ class RequestDetectors(DetectorBase):
                 baseline=ref_rate,
                 change=None if ref_rate is None else (rate - ref_rate) * 100,
                 change_unit="pts",
-                explanation=_prefix(group) + text,
+                explanation=group_prefix(group) + text,
                 detector="rule+statistical" if critical else "rule",
                 samples=n,
                 baseline_samples=ref_n,
@@ -271,7 +271,7 @@ class RequestDetectors(DetectorBase):
         for name, rows in frame.groupby("name", sort=True):
             current = rows[rows["start_time"] >= self.window_start]
             reference = rows[rows["start_time"] < self.window_start]
-            described = f"{what} of {name} in the last {_fmt_window(self.window)}"
+            described = f"{what} of {name} in the last {fmt_window(self.window)}"
             out += self._rate_check(
                 int(current["bad"].sum()),
                 len(current),
@@ -314,7 +314,7 @@ class RequestDetectors(DetectorBase):
             return []
         ratio = current / mean
         rule = ratio >= t.cost_spike_factor
-        z, median = _robust_z(current, list(full))
+        z, median = robust_z(current, list(full))
         stat = bool(
             z is not None and median and z >= t.z_threshold and current >= (1 + t.min_increase) * median
         )
@@ -331,18 +331,18 @@ class RequestDetectors(DetectorBase):
             excess = float(rows["cost_usd"].fillna(0.0).sum()) - len(rows) * per_request
             contributions.append((excess, pv, model))
         contributions.sort(reverse=True)
-        excess, pv, model = contributions[0] if contributions else (0.0, _NONE, _NONE)
+        excess, pv, model = contributions[0] if contributions else (0.0, MISSING_GROUP, MISSING_GROUP)
         total_excess = current - mean
         named = excess > 0 and excess >= 0.5 * total_excess
         group = {"prompt_version": pv, "model": model} if named else {}
-        win = _fmt_window(self.window)
+        win = fmt_window(self.window)
         text = (
-            f"LLM spend in the last {win} {_fmt_num(current, '$')} vs a baseline mean of "
-            f"{_fmt_num(mean, '$')} per {win} ({ratio:.2f}×; median {_fmt_num(median, '$')}, robust z "
+            f"LLM spend in the last {win} {fmt_num(current, '$')} vs a baseline mean of "
+            f"{fmt_num(mean, '$')} per {win} ({ratio:.2f}×; median {fmt_num(median, '$')}, robust z "
             f"{z:.1f})"
             + (
                 f"; most of the increase is {pv or '(no version)'} on {model or '(no model)'} "
-                f"(+{_fmt_num(excess, '$')})"
+                f"(+{fmt_num(excess, '$')})"
                 if named
                 else ""
             )
@@ -350,14 +350,14 @@ class RequestDetectors(DetectorBase):
         return [
             self._anomaly(
                 type="cost_spike",
-                severity=_severity(rule, stat),
+                severity=severity_of(rule, stat),
                 metric="window_cost_usd",
                 current=current,
                 baseline=mean,
                 change=ratio,
                 change_unit="x",
                 explanation=text,
-                detector=_detector(rule, stat),
+                detector=detector_label(rule, stat),
                 samples=len(current_rows),
                 baseline_samples=len(base),
                 z=z,

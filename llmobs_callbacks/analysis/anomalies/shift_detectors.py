@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..queries import LOWER_IS_BETTER
-from .base import DetectorBase, _detector, _severity
-from .formatting import _fmt_p, _fmt_window, _prefix
-from .model import _NONE, Anomaly
-from .statistics import _stats, _welch_greater
+from .base import DetectorBase, detector_label, severity_of
+from .formatting import fmt_p, fmt_window, group_prefix
+from .model import MISSING_GROUP, Anomaly
+from .statistics import scipy_stats, welch_greater
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
@@ -43,7 +43,7 @@ class ShiftDetectors(DetectorBase):
             for route in routes:
                 k, r = int(cur_counts[route]), int(ref_counts[route])
                 share, ref_share = k / n, r / m
-                p = float(_stats().fisher_exact([[k, n - k], [r, m - r]]).pvalue) * len(routes)
+                p = float(scipy_stats().fisher_exact([[k, n - k], [r, m - r]]).pvalue) * len(routes)
                 p = min(p, 1.0)
                 shift = share - ref_share
                 rule = abs(shift) > t.branch_shift and p < t.rule_alpha
@@ -53,32 +53,32 @@ class ShiftDetectors(DetectorBase):
             if best is None:
                 continue
             route, share, ref_share, shift, p, rule, stat = best
-            mix = _stats().chi2_contingency([list(cur_counts), list(ref_counts)])
+            mix = scipy_stats().chi2_contingency([list(cur_counts), list(ref_counts)])
             from scipy.spatial.distance import jensenshannon
 
             jsd = float(jensenshannon(list(cur_counts / n), list(ref_counts / m), base=2) ** 2)
-            who = f"prompt version {pv}" if pv != _NONE else "requests without a prompt version"
+            who = f"prompt version {pv}" if pv != MISSING_GROUP else "requests without a prompt version"
             when = (
                 f"since it appeared at {sample.since:%Y-%m-%d %H:%M}"
                 if sample.new
-                else f"in the last {_fmt_window(self.window)}"
+                else f"in the last {fmt_window(self.window)}"
             )
             text = (
                 f"{graph}: {node}→{route} takes {share:.0%} of {who}'s {n} decisions {when} vs "
-                f"{ref_share:.0%} for {sample.reference_label} ({shift * 100:+.0f} points, {_fmt_p(p)}; "
+                f"{ref_share:.0%} for {sample.reference_label} ({shift * 100:+.0f} points, {fmt_p(p)}; "
                 f"mix χ² p={mix.pvalue:.1g}, JSD {jsd:.3f})"
             )
             out.append(
                 self._anomaly(
                     type="branch_shift",
-                    severity=_severity(rule, stat),
+                    severity=severity_of(rule, stat),
                     metric="route_share",
                     current=share,
                     baseline=ref_share,
                     change=shift * 100,
                     change_unit="pts",
                     explanation=text,
-                    detector=_detector(rule, stat),
+                    detector=detector_label(rule, stat),
                     samples=n,
                     baseline_samples=m,
                     p_value=p,
@@ -120,7 +120,7 @@ class ShiftDetectors(DetectorBase):
             described = (
                 f"{name} scores since it appeared at {sample.since:%Y-%m-%d %H:%M}"
                 if sample.new
-                else f"{name} scores in the last {_fmt_window(self.window)}"
+                else f"{name} scores in the last {fmt_window(self.window)}"
             )
             if name == "hallucination":
                 out += self._rate_check(
@@ -143,25 +143,25 @@ class ShiftDetectors(DetectorBase):
             current, ref = float(x.mean()), float(y.mean())
             worse = name in LOWER_IS_BETTER
             drop = (current - ref) if worse else (ref - current)
-            p = _welch_greater(x, y) if worse else _welch_greater(y, x)
+            p = welch_greater(x, y) if worse else welch_greater(y, x)
             if ref == 0 or drop < t.quality_drop * abs(ref) or p >= t.rule_alpha:
                 continue
             stat = p < t.alpha
             text = (
                 f"{described}: mean {current:.3g} vs {ref:.3g} for {sample.reference_label} "
-                f"({current - ref:+.3g}, {_fmt_p(p)})"
+                f"({current - ref:+.3g}, {fmt_p(p)})"
             )
             out.append(
                 self._anomaly(
                     type="quality_drop",
-                    severity=_severity(True, stat),
+                    severity=severity_of(True, stat),
                     metric=f"mean_{name}",
                     current=current,
                     baseline=ref,
                     change=current - ref,
                     change_unit="delta",
-                    explanation=_prefix(group) + text,
-                    detector=_detector(True, stat),
+                    explanation=group_prefix(group) + text,
+                    detector=detector_label(True, stat),
                     samples=len(x),
                     baseline_samples=len(y),
                     p_value=p,
@@ -179,7 +179,7 @@ class ShiftDetectors(DetectorBase):
         window_rows = self.traces[self.traces["start_time"] >= self.window_start]
         for pv, rows in window_rows.groupby("pv", sort=True):
             first = self.data.version_first_seen.get(pv)
-            if pv == _NONE or first is None or first < self.window_start:
+            if pv == MISSING_GROUP or first is None or first < self.window_start:
                 continue
             models = sorted({m for m in rows["model"] if m})
             out.append(
@@ -192,7 +192,7 @@ class ShiftDetectors(DetectorBase):
                     change=None,
                     change_unit="x",
                     explanation=f"prompt version {pv} first seen at {first:%Y-%m-%d %H:%M} "
-                    f"({len(rows)} requests in the last {_fmt_window(self.window)}"
+                    f"({len(rows)} requests in the last {fmt_window(self.window)}"
                     + (f" on {', '.join(models)})" if models else ")"),
                     detector="rule",
                     samples=len(rows),

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     pass
 
 
-def _stats() -> Any:
+def scipy_stats() -> Any:
     try:
         from scipy import stats
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -19,18 +19,18 @@ def _stats() -> Any:
     return stats
 
 
-def _welch_greater(x: Any, y: Any) -> float:
+def welch_greater(x: Any, y: Any) -> float:
     """One-sided Welch t-test p-value that mean(x) > mean(y)."""
     mx, my = float(x.mean()), float(y.mean())
     if float(x.var()) == 0.0 and float(y.var()) == 0.0:
         return 0.0 if mx > my else 1.0
     with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value is still right
         warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(_stats().ttest_ind(x, y, equal_var=False, alternative="greater").pvalue)
+        p = float(scipy_stats().ttest_ind(x, y, equal_var=False, alternative="greater").pvalue)
     return 1.0 if math.isnan(p) else p
 
 
-def _robust_z(value: float, buckets: Sequence[float]) -> tuple[float | None, float | None]:
+def robust_z(value: float, buckets: Sequence[float]) -> tuple[float | None, float | None]:
     """(z, median) of ``value`` against bucket values: (value − median) / (1.4826 · MAD).
     A MAD of zero (identical buckets) is floored at 1 % of the median, so tiny changes of a
     perfectly flat series are not infinitely significant."""
@@ -45,9 +45,11 @@ def _robust_z(value: float, buckets: Sequence[float]) -> tuple[float | None, flo
     return (value - median) / scale, median
 
 
-def _fisher_greater(k: int, n: int, ref_k: int, ref_n: int) -> float:
-    return float(_stats().fisher_exact([[k, n - k], [ref_k, ref_n - ref_k]], alternative="greater").pvalue)
+def fisher_greater(k: int, n: int, ref_k: int, ref_n: int) -> float:
+    return float(
+        scipy_stats().fisher_exact([[k, n - k], [ref_k, ref_n - ref_k]], alternative="greater").pvalue
+    )
 
 
-def _binom_greater(k: int, n: int, p: float) -> float:
-    return float(_stats().binomtest(k, n, p, alternative="greater").pvalue)
+def binom_greater(k: int, n: int, p: float) -> float:
+    return float(scipy_stats().binomtest(k, n, p, alternative="greater").pvalue)
