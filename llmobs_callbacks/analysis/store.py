@@ -1,14 +1,13 @@
 """``TraceStore``: the store as pandas DataFrames, trace trees (``reader.StoreReader``), anomalies,
 the release gate and plots — the notebook entry point. The analysis modules take a
-``StoreReader`` and import nothing from here: the dependency points one way.
+``StoreReader`` and import nothing from here: the dependency points one way. They are imported
+on first use, so ``import llmobs_callbacks.analysis`` costs what it did before the split.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .anomalies import detect_anomalies
-from .gate import run_gate
 from .reader import CONTENT_COLUMNS, SPAN_COLUMNS, StoreReader
 
 __all__ = ["CONTENT_COLUMNS", "SPAN_COLUMNS", "StoreReader", "TraceStore"]
@@ -35,6 +34,8 @@ class TraceStore(StoreReader):
         """Anomalies of the ``window`` before ``now`` against the ``baseline`` before it (token,
         cost and latency spikes, error rates, tool failures, empty retrievals, branch shifts,
         quality drops, new prompt versions), most severe first. See ``analysis/anomalies/``."""
+        from .anomalies import detect_anomalies
+
         return detect_anomalies(
             self,
             now=now,
@@ -48,6 +49,8 @@ class TraceStore(StoreReader):
     def gate(self, baseline: str, candidate: str, criteria: Any = None, **options: Any) -> Any:
         """Release gate: ``candidate`` vs ``baseline`` prompt version (``by="model"``: model);
         a ``GateResult`` with per-criterion pass/fail and ``exit_code``. See ``analysis/gate/``."""
+        from .gate import run_gate
+
         return run_gate(self, baseline, candidate, criteria, **options)
 
     @property
