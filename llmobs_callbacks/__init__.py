@@ -3,7 +3,7 @@
 from .judge import Judge, Metric, Rubric
 from .model import SpanKind
 from .obs import LLMObs
-from .pricing import ModelPriceOverride
+from .prepare.pricing import ModelPriceOverride
 from .reliability import ConfigurationError
 
 __all__ = ["ConfigurationError", "Judge", "LLMObs", "Metric", "ModelPriceOverride", "Rubric", "SpanKind"]

@@ -3,7 +3,7 @@
 Records use ``__slots__`` dataclasses because the hot path creates one per run: attribute
 access and construction are cheaper than dicts or pydantic models, and nothing here validates.
 Raw payloads (inputs, outputs, documents) are kept as references and turned into text by
-the processor thread (see ``serialize.py``), never on the caller's thread.
+the processor thread (see ``prepare/serialize.py``), never on the caller's thread.
 """
 
 from __future__ import annotations

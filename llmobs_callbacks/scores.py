@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from .diagnostics import Diagnostics
 
 if TYPE_CHECKING:
+    from .prepare.redaction import PrivacyFilter
     from .recorder import Recorder
-    from .redaction import PrivacyFilter
     from .sinks.prometheus import PrometheusExporter
     from .sinks.sql import SQLExporter
 

@@ -25,8 +25,9 @@ from prometheus_client import CollectorRegistry
 
 from llmobs_callbacks.model import STATUS_ERROR, RetrievedDocument, SpanRecord, TokenUsage
 from llmobs_callbacks.serialize import jsonable_dict, to_jsonable
-from llmobs_callbacks.sinks import bulk, prometheus
+from llmobs_callbacks.sinks import bulk
 from llmobs_callbacks.sinks.prometheus import PrometheusExporter
+from llmobs_callbacks.sinks.prometheus import metrics as prometheus_metrics
 from llmobs_callbacks.sinks.sql import SQLExporter
 
 T0 = 1_763_800_000_123_456_789  # ns: sub-microsecond digits exercise the rounding
@@ -247,10 +248,10 @@ def test_batched_prometheus_updates_equal_span_by_span(monkeypatch: pytest.Monke
 
     def one_by_one(child: object, values: list) -> None:
         for value, trace_id in values:  # exemplars travel as trace ids until applied
-            child.observe(value, prometheus._exemplar(trace_id))  # type: ignore[attr-defined]
+            child.observe(value, prometheus_metrics._exemplar(trace_id))  # type: ignore[attr-defined]
 
     reference = CollectorRegistry()
-    monkeypatch.setattr(prometheus, "_observe_many", one_by_one)
+    monkeypatch.setattr(prometheus_metrics, "_observe_many", one_by_one)
     exporter = PrometheusExporter(reference)
     for span in spans:
         exporter.export([span])  # one span per batch: every update applied on its own

@@ -11,7 +11,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("plots need matplotlib: pip install 'llmobs-callbacks[analysis]'") from exc
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import TraceStore
+    from .reader import StoreReader
 
 
 class InlineFigure(Figure):
@@ -38,7 +38,7 @@ def _figure(**kwargs: Any) -> InlineFigure:
 
 
 class Plots:
-    def __init__(self, store: TraceStore) -> None:
+    def __init__(self, store: StoreReader) -> None:
         self._store = store
 
     def latency(

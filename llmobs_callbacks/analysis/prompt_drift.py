@@ -31,7 +31,7 @@ from .times import parse_time
 
 if TYPE_CHECKING:  # pragma: no cover
     from .anomalies import Anomaly
-    from .store import TraceStore
+    from .reader import StoreReader
 
 # Templates first seen this soon after the version's first one belong to its release.
 RELEASE_GAP = timedelta(minutes=10)
@@ -65,7 +65,7 @@ class PromptTemplates:
     used_with: dict[tuple[str, str, str], frozenset[str]] = field(default_factory=dict)
 
 
-def load(store: TraceStore, start: datetime, end: datetime) -> PromptTemplates:
+def load(store: StoreReader, start: datetime, end: datetime) -> PromptTemplates:
     """The templates of every version that got a template first seen in ``[start, end)`` besides
     its first, and what the requests of each late one used with it."""
     p = PROMPTS.c

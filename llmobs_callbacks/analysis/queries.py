@@ -35,6 +35,8 @@ DOCS = RetrievedDocumentRow.__table__
 SCORES = ScoreRow.__table__
 BRANCHES = BranchDecisionRow.__table__
 CLOCK_STEP_MARGIN = timedelta(minutes=5)
+# Score names where a higher value is worse (rule scores and the judge's 0/1 hallucination flag).
+LOWER_IS_BETTER = frozenset({"hallucination", "empty_answer", "refusal"})
 _LLM = sa.literal_column("'llm'")  # rendered inline: a partial index on kind = 'llm' matches it
 
 REQUEST_COLUMNS = (
@@ -478,6 +480,14 @@ def _per_root_requests(name: str = "root") -> tuple[sa.Select, Any, dict[str, sa
         r.internal,
     ).where(r.parent_span_id.is_(None))
     return query, r, {"first_version": first_version, "model": model, "cost": cost}
+
+
+def root_inputs_query(trace_ids: Sequence[str], with_input: bool) -> sa.Select:
+    """The root spans of ``trace_ids``: ``trace_id``, ``attributes`` (its metadata) and, when
+    ``with_input``, its ``input`` text (the release gate pairs requests by these)."""
+    s = SPANS.c
+    cols = [s.trace_id, s.attributes] + ([s.input] if with_input else [])
+    return sa.select(*cols).where(s.parent_span_id.is_(None), s.trace_id.in_(trace_ids))
 
 
 def request_query(trace_id: str) -> sa.Select:

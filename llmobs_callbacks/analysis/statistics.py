@@ -1,4 +1,4 @@
-"""Statistics of the release gate (``gate.py``) on numpy arrays: seeded resampling tests of "the
+"""Statistics of the release gate (``gate/``) on numpy arrays: seeded resampling tests of "the
 candidate is worse", bootstrap intervals of a change, and the Harrell–Davis quantile.
 
 Significance is a whole-distribution test per criterion: a permutation test of rank scores

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ..diagnostics import Diagnostics
-    from ..pricing import Pricer
+    from ..prepare.pricing import Pricer
     from ..recorder import Recorder
     from ..scores import ScoreWriter
     from ..sinks.prometheus import PrometheusExporter

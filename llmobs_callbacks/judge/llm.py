@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model import TokenUsage
-from ..usage import from_provider_usage, from_usage_metadata
+from ..prepare.usage import from_provider_usage, from_usage_metadata
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The overview (``/``), sessions, prompt versions, anomalies and release-gate pages, and the JSON
 their charts draw (``/api/charts/overview``) and the anomalies fragment (``/fragments/anomalies``).
 
-Reads only, through ``overview_data``; a parameter that cannot be read gives the page with a
-one-line message (400), never a traceback.
+Reads only, through ``overview_data``, ``session_data`` and ``prompt_data``; a parameter that
+cannot be read gives the page with a one-line message (400), never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..analysis import gate
 from ..analysis.gate import GateInputError
 from ..analysis.times import parse_duration, parse_time
 from . import overview_data as od
+from . import prompt_data, session_data
 from .data import BadParameter, context, parse_range
 
 PAGE_SIZE = 50
@@ -204,7 +205,7 @@ def sessions_page(request: Request) -> Response:
 def session_page(request: Request) -> Response:
     ctx = context(request)
     session_id = request.path_params["session_id"]
-    turns = od.session_turns(ctx.store, session_id)
+    turns = session_data.session_turns(ctx.store, session_id)
     if not turns:
         return ctx.render(
             request,
@@ -234,7 +235,7 @@ def session_page(request: Request) -> Response:
 def prompts_page(request: Request) -> Response:
     ctx = context(request)
     q = request.query_params
-    prompts = od.prompt_versions(ctx.store)
+    prompts = prompt_data.prompt_versions(ctx.store)
     name = q.get("name") or (next(iter(prompts)) if prompts else "")
     versions = {v.version: v for v in prompts.get(name, [])}
     error, status = None, 200
@@ -254,7 +255,7 @@ def prompts_page(request: Request) -> Response:
             400,
         )
     elif a in versions and b in versions:
-        diff = od.side_by_side(versions[a].text, versions[b].text)
+        diff = prompt_data.side_by_side(versions[a].text, versions[b].text)
     return ctx.render(
         request,
         "prompts.html",
@@ -277,7 +278,7 @@ def gate_page(request: Request) -> Response:
     ctx = context(request)
     q = request.query_params
     baseline, candidate = (q.get("baseline") or "").strip(), (q.get("candidate") or "").strip()
-    known = od.known_versions(ctx.store)
+    known = prompt_data.known_versions(ctx.store)
     variables: dict[str, Any] = {
         "nav": "gate",
         "baseline": baseline,
@@ -294,7 +295,7 @@ def gate_page(request: Request) -> Response:
         return ctx.render(request, "gate.html", status_code=400, result=None, error=error, **variables)
     unknown = [v for v in (baseline, candidate) if v not in known]
     if unknown:
-        known = od.known_versions(ctx.store, exact=True)  # the message lists requests' versions only
+        known = prompt_data.known_versions(ctx.store, exact=True)  # the message lists requests' versions only
         error = (
             # the words of `llmobs gate` (GateInputError), so both say the same thing
             f"no requests for prompt_version {', '.join(repr(u) for u in unknown)}; known: "
@@ -333,11 +334,11 @@ def _gate_row(r: gate.GateRow) -> dict[str, Any]:
         why = "no significant change"
     return {
         "r": r,
-        "baseline": gate._value(r.baseline, r.unit),
-        "candidate": gate._value(r.candidate, r.unit),
-        "change": gate._change_text(r),
-        "interval": gate._interval(r),
-        "p": gate._p(r.p_value),
+        "baseline": gate.value_text(r.baseline, r.unit),
+        "candidate": gate.value_text(r.candidate, r.unit),
+        "change": gate.change_text(r),
+        "interval": gate.interval_text(r),
+        "p": gate.p_text(r.p_value),
         "why": why,
     }
 

@@ -1,4 +1,5 @@
-"""The reads behind the overview, sessions, prompts, anomalies and gate pages.
+"""The reads behind the overview, anomalies and gate pages (sessions and prompts: ``session_data``,
+``prompt_data``).
 
 Everything is built on ``analysis``: requests are ``queries.requests_query`` rows (the one
 definition of a request), grouped in SQL by time bucket, prompt version and model; only the
@@ -8,8 +9,6 @@ three narrow columns of the window's requests. No function here writes.
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import threading
 import weakref
@@ -116,12 +115,12 @@ def epoch_bucket(column: sa.ColumnElement, step_s: int, dialect: str) -> sa.Colu
     return sa.cast(sa.func.floor(seconds / step_s) * step_s, sa.BigInteger)
 
 
-def _rows(store: TraceStore, query: sa.Select) -> list[sa.Row]:
+def read_rows(store: TraceStore, query: sa.Select) -> list[sa.Row]:
     with store.engine.connect() as conn:
         return list(conn.execute(query))
 
 
-def _num(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if value is None:
         return None
     v = float(value)
@@ -234,7 +233,7 @@ def traffic(store: TraceStore, window: Window) -> Traffic:
                 "model": str(model),
                 "requests": int(r["requests"]),
                 "errors": int(r["errors"]),
-                "cost": _num(r["cost"]),
+                "cost": as_number(r["cost"]),
                 "tokens": int(r["tokens"]),
             }
         )
@@ -250,16 +249,16 @@ def traffic(store: TraceStore, window: Window) -> Traffic:
             errors=int(g["error"].sum()),
             cost_usd=float(cost.sum()) if cost.notna().any() else None,
             tokens=int(g["tokens"].sum()),
-            p50_ms=_quantile(lat, 0.50),
-            p95_ms=_quantile(lat, 0.95),
-            p99_ms=_quantile(lat, 0.99),
-            ttft_p50_ms=_quantile(ttft, 0.50),
-            ttft_p95_ms=_quantile(ttft, 0.95),
+            p50_ms=quantile_of(lat, 0.50),
+            p95_ms=quantile_of(lat, 0.95),
+            p99_ms=quantile_of(lat, 0.99),
+            ttft_p50_ms=quantile_of(ttft, 0.50),
+            ttft_p95_ms=quantile_of(ttft, 0.95),
         )
     return out
 
 
-def _quantile(values: Any, q: float) -> float | None:
+def quantile_of(values: Any, q: float) -> float | None:
     return float(values.quantile(q)) if len(values) else None
 
 
@@ -355,7 +354,7 @@ def branch_mix(store: TraceStore, window: Window) -> list[BranchMix]:
     )
     counts: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     per_bucket: dict[tuple[str, str], dict[tuple[int, str], int]] = defaultdict(dict)
-    for r in _rows(store, query):
+    for r in read_rows(store, query):
         key = (str(r.graph), str(r.from_node))
         counts[key][str(r.to_node)] += int(r.n)
         per_bucket[key][(int(r.bucket), str(r.to_node))] = int(r.n)
@@ -413,7 +412,7 @@ def tool_usage(store: TraceStore, window: Window) -> list[ToolStats]:
         .group_by(s.name)
         .order_by(sa.func.count().desc(), s.name)
     )
-    return [ToolStats(r.name, int(r.calls), int(r.failures or 0)) for r in _rows(store, query)]
+    return [ToolStats(r.name, int(r.calls), int(r.failures or 0)) for r in read_rows(store, query)]
 
 
 @dataclass
@@ -448,7 +447,7 @@ def retrieval_empty(store: TraceStore, window: Window) -> list[RetrievalStats]:
         .group_by(s.name)
         .order_by(s.name)
     )
-    return [RetrievalStats(r.name, int(r.n), int(r.empty or 0)) for r in _rows(store, query)]
+    return [RetrievalStats(r.name, int(r.n), int(r.empty or 0)) for r in read_rows(store, query)]
 
 
 @dataclass
@@ -526,7 +525,7 @@ def spend_per_day(store: TraceStore, window: Window) -> list[tuple[str, float]]:
         .order_by(day)
     )
     out = []
-    for r in _rows(store, query):
+    for r in read_rows(store, query):
         date = datetime.fromtimestamp(int(r.day), tz=timezone.utc).strftime("%Y-%m-%d")
         out.append((date, float(r.cost or 0.0)))
     return out
@@ -580,297 +579,3 @@ def gate(store: TraceStore, baseline: str, candidate: str, since: Any = None, un
         ("gate", baseline, candidate, since, until),
         lambda: store.gate(baseline, candidate, since=since, until=until),
     )
-
-
-# -- sessions -----------------------------------------------------------------------------------
-
-_INPUT_KEYS = ("question", "input", "query", "query_str", "message", "prompt", "text", "content")
-_OUTPUT_KEYS = ("answer", "output", "response", "result", "text", "content", "generation")
-
-
-def _from_messages(items: list[Any], want_human: bool) -> str | None:
-    """The last human (or AI) message's content of a chat message list."""
-    picked = None
-    for m in items:
-        if not isinstance(m, dict):
-            continue
-        role = str(m.get("role") or m.get("type") or "").lower()
-        human = role in ("human", "user")
-        ai = role in ("ai", "assistant")
-        if (want_human and human) or (not want_human and ai):
-            picked = m.get("content")
-    return None if picked is None else str(picked)
-
-
-def message_text(raw: Any, keys: tuple[str, ...], want_human: bool) -> str | None:
-    """What a person would read from a stored input or output: the question (or answer) field
-    of a JSON object, the last human (or AI) message of a message list, else the text as is.
-    None when the content was not captured."""
-    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
-        return None
-    text = str(raw)
-    try:
-        value = json.loads(text)
-    except (ValueError, TypeError):
-        return text
-    for _ in range(3):  # {"input": {"messages": [...]}} and the like
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):
-            found = _from_messages(value, want_human)
-            return found if found is not None else text
-        if not isinstance(value, dict):
-            return text
-        if isinstance(value.get("messages"), list):
-            found = _from_messages(value["messages"], want_human)
-            if found is not None:
-                return found
-        nested = next((value[k] for k in keys if k in value and value[k] not in (None, "")), None)
-        if nested is None:
-            return text
-        value = nested
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-@dataclass
-class Turn:
-    trace_id: str
-    start_time: datetime | None
-    question: str | None
-    answer: str | None
-    latency_ms: float | None
-    cost_usd: float | None
-    tokens: int
-    status: str
-    error_type: str | None
-    prompt_version: str | None
-    feedback: list[tuple[float, str | None]]  # (value, comment) of current user scores
-
-
-def session_turns(store: TraceStore, session_id: str) -> list[Turn]:
-    """A conversation turn by turn (``TraceStore.session``) with each turn's user feedback."""
-    frame = store.session(session_id)
-    if frame.empty:
-        return []
-    ids = [str(v) for v in frame["trace_id"]]
-    c = SCORES.c
-    feedback: dict[str, list[tuple[float, str | None]]] = defaultdict(list)
-    query = (
-        sa.select(c.trace_id, c.value, c.comment)
-        .where(c.trace_id.in_(ids), c.source == "user", current_score(), c.value.is_not(None))
-        .order_by(c.created_at)
-    )
-    for r in _rows(store, query):
-        feedback[str(r.trace_id)].append((float(r.value), r.comment))
-    turns = []
-    for row in frame.to_dict("records"):
-        tid = str(row["trace_id"])
-        turns.append(
-            Turn(
-                trace_id=tid,
-                start_time=as_datetime(row.get("start_time")),
-                question=message_text(row.get("input"), _INPUT_KEYS, want_human=True),
-                answer=message_text(row.get("output"), _OUTPUT_KEYS, want_human=False),
-                latency_ms=_num(row.get("latency_ms")),
-                cost_usd=_num(row.get("cost_usd")),
-                tokens=int(row.get("tokens") or 0),
-                status=str(row.get("status")),
-                error_type=None if _num_or_none(row.get("error_type")) is None else str(row["error_type"]),
-                prompt_version=None
-                if _num_or_none(row.get("prompt_version")) is None
-                else str(row["prompt_version"]),
-                feedback=feedback.get(tid, []),
-            )
-        )
-    return turns
-
-
-def _num_or_none(value: Any) -> Any:
-    """None for a missing value (None or NaN), else the value."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value
-
-
-# -- prompts ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Template:
-    template_hash: str
-    template: str | None
-    first_seen: datetime | None
-    last_seen: datetime | None
-
-
-@dataclass
-class PromptVersion:
-    name: str
-    version: str
-    templates: list[Template] = field(default_factory=list)
-    requests: int = 0
-    errors: int = 0
-    cost_usd: float | None = None
-    p95_ms: float | None = None
-    quality: dict[str, float] = field(default_factory=dict)  # score name → mean
-
-    @property
-    def first_seen(self) -> datetime | None:
-        times = [t.first_seen for t in self.templates if t.first_seen is not None]
-        return min(times) if times else None
-
-    @property
-    def last_seen(self) -> datetime | None:
-        times = [t.last_seen for t in self.templates if t.last_seen is not None]
-        return max(times) if times else None
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
-
-    @property
-    def cost_per_request(self) -> float | None:
-        return None if self.cost_usd is None or not self.requests else self.cost_usd / self.requests
-
-    @property
-    def text(self) -> str:
-        """Every template of the version, oldest first (a drifted version has several)."""
-        parts = []
-        for t in sorted(
-            self.templates, key=lambda t: t.first_seen or datetime.min.replace(tzinfo=timezone.utc)
-        ):
-            if t.template is None:
-                continue
-            if len(self.templates) > 1:
-                parts.append(f"# template {t.template_hash[:12] or '(declared only)'}")
-            parts.append(t.template)
-        return "\n".join(parts)
-
-
-def prompt_versions(store: TraceStore) -> dict[str, list[PromptVersion]]:
-    """Each prompt name → its versions (from ``prompt_versions`` and the requests): templates,
-    first/last seen, requests, errors, cost, p95 latency and score means."""
-    pv = sa.table(
-        "prompt_versions",
-        sa.column("prompt_name"),
-        sa.column("prompt_version"),
-        sa.column("template_hash"),
-        sa.column("template"),
-        sa.column("first_seen"),
-        sa.column("last_seen"),
-    )
-    found: dict[tuple[str, str], PromptVersion] = {}
-    for r in _rows(store, sa.select(pv).order_by(pv.c.prompt_name, pv.c.prompt_version, pv.c.first_seen)):
-        item = found.setdefault(
-            (r.prompt_name, r.prompt_version), PromptVersion(r.prompt_name, r.prompt_version)
-        )
-        item.templates.append(
-            Template(r.template_hash, r.template, as_datetime(r.first_seen), as_datetime(r.last_seen))
-        )
-    # One pass over the requests that have a version (narrow columns, Arrow), grouped by pandas.
-    req = requests_query().order_by(None).subquery("req")
-    frame = store._frame(
-        sa.select(
-            req.c.trace_id,
-            sa.func.coalesce(req.c.prompt_name, NONE).label("prompt_name"),
-            req.c.prompt_version,
-            sa.case((req.c.status == "error", 1), else_=0).label("error"),
-            req.c.latency_ms,
-            req.c.cost_usd,
-            req.c.start_time,
-        ).where(req.c.prompt_version.is_not(None)),
-        ("start_time",),
-    )
-    if not frame.empty:
-        frame["latency_ms"] = frame["latency_ms"].astype("float64")
-        frame["cost_usd"] = frame["cost_usd"].astype("float64")
-        frame["error"] = frame["error"].astype("int64")
-        frame["trace_id"] = frame["trace_id"].astype(str)
-        for (name, version), g in frame.groupby(["prompt_name", "prompt_version"]):
-            key = (str(name), str(version))
-            item = found.setdefault(key, PromptVersion(*key))
-            item.requests, item.errors = len(g), int(g["error"].sum())
-            item.cost_usd = float(g["cost_usd"].sum()) if g["cost_usd"].notna().any() else None
-            item.p95_ms = _quantile(g["latency_ms"].dropna(), 0.95)
-            if not item.templates:  # a version declared in metadata only
-                first, last = as_datetime(g["start_time"].min()), as_datetime(g["start_time"].max())
-                item.templates.append(Template("", None, first, last))
-        c = SCORES.c
-        scores = store._frame(
-            sa.select(c.trace_id, c.name, c.value).where(c.value.is_not(None), current_score())
-        )
-        if not scores.empty:
-            scores["trace_id"] = scores["trace_id"].astype(str)
-            scores["value"] = scores["value"].astype("float64")
-            joined = scores.merge(frame[["trace_id", "prompt_name", "prompt_version"]], on="trace_id")
-            means = joined.groupby(["prompt_name", "prompt_version", "name"])["value"].mean()
-            for (name, version, score), mean in means.items():
-                key = (str(name), str(version))
-                if key in found:
-                    found[key].quality[str(score)] = float(mean)
-    out: dict[str, list[PromptVersion]] = defaultdict(list)
-    for (name, _), item in sorted(found.items()):
-        out[name].append(item)
-    return dict(out)
-
-
-@dataclass
-class DiffLine:
-    tag: str  # equal / replace / delete / insert
-    left_no: int | None
-    left: str | None
-    right_no: int | None
-    right: str | None
-
-
-def side_by_side(left: str, right: str) -> list[DiffLine]:
-    """Two texts line by line (difflib): equal lines side by side, changed ones paired, deleted
-    ones only left, inserted ones only right. The templates escape the text."""
-    a, b = left.splitlines(), right.splitlines()
-    out: list[DiffLine] = []
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag == "equal":
-            out += [
-                DiffLine("equal", i + 1, a[i], j + 1, b[j])
-                for i, j in zip(range(i1, i2), range(j1, j2), strict=True)
-            ]
-            continue
-        n = max(i2 - i1, j2 - j1)
-        for k in range(n):
-            i, j = i1 + k, j1 + k
-            out.append(
-                DiffLine(
-                    tag if (i < i2 and j < j2) else ("delete" if i < i2 else "insert"),
-                    i + 1 if i < i2 else None,
-                    a[i] if i < i2 else None,
-                    j + 1 if j < j2 else None,
-                    b[j] if j < j2 else None,
-                )
-            )
-    return out
-
-
-# -- gate ---------------------------------------------------------------------------------------
-
-
-def known_versions(store: TraceStore, exact: bool = False) -> list[str]:
-    """Prompt versions the gate can compare. By default the ``prompt_versions`` catalog (every
-    version the handler saw, declared or with a template: a few rows), else, for a store written
-    without it, the versions on roots and LLM calls; ``exact=True``: the versions of requests
-    (``requests_query``: a pass over every request)."""
-    if exact:
-        req = requests_query().order_by(None).subquery("req")
-        query = sa.select(req.c.prompt_version).where(req.c.prompt_version.is_not(None)).distinct()
-        return sorted(str(r.prompt_version) for r in _rows(store, query))
-    catalog = sa.table("prompt_versions", sa.column("prompt_version"))
-    listed = {str(r.prompt_version) for r in _rows(store, sa.select(catalog.c.prompt_version).distinct())}
-    if listed:
-        return sorted(listed)
-    s = SPANS.c
-    roots = sa.select(s.prompt_version).where(
-        s.parent_span_id.is_(None), user_facing(s.internal), s.prompt_version.is_not(None)
-    )
-    calls = sa.select(s.prompt_version).where(
-        s.kind == sa.literal_column("'llm'"), s.prompt_version.is_not(None)
-    )
-    return sorted({str(r.prompt_version) for r in _rows(store, sa.union(roots, calls))})

@@ -1,50 +1,31 @@
-"""Prometheus metrics from finished spans: an exporter on the processor thread.
-
-``PrometheusExporter`` receives every prepared batch (cost already set) and updates the
-metrics of the table in DESIGN.md. Nothing here runs on the caller's thread: the hot path only
-appends spans to the processor's queue, and the ``Diagnostics`` counters it bumps are copied
-into ``llmobs_spans_dropped_total`` / ``llmobs_handler_errors_total`` at scrape time (and after
-every batch, for prometheus-client's multiprocess mode, where scrapes read files instead).
-
-One metric set exists per registry (registering a name twice raises in prometheus-client), so
-any number of ``LLMObs`` instances can feed one registry; the first exporter of a registry
-decides its label limits.
-
-Conventions (documented in the README):
-
-- Missing label values are ``none`` (no model, no prompt version, …); values beyond a label's
-  cap are ``__other__``; model names are normalised (see ``labels.normalize_model_name``).
-- ``llmobs_llm_tokens_total{type}``: ``input`` includes ``cached_input`` and ``output``
-  includes ``reasoning`` (as LangChain counts), so total tokens are ``type=~"input|output"``.
-- ``llmobs_retrieved_documents`` has a ``le="0"`` bucket: the retrieval empty rate is
-  ``rate(..._bucket{le="0"}) / rate(..._count)``.
-- Exemplars ``{trace_id}`` on LLM and trace durations, cost and quality scores; they appear in
-  the OpenMetrics exposition only (Prometheus asks for it by default).
-  ``metric_names.EXEMPLAR_SERIES`` lists the series, for the dashboard.
-- ``llmobs_info{service, environment}`` is 1 for each ``LLMObs`` of the process: the
-  dashboard's service and environment variables select processes (job, instance) through it.
-"""
+"""The metric set of one registry (``LLMObsMetrics``, see the package docstring) and its batched
+updates: one ``inc``/``observe`` per series and batch, one update per histogram bucket."""
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import values as _prom_values
 from prometheus_client.samples import Exemplar
 
-from ..diagnostics import Diagnostics
-from ..labels import DEFAULT_LABEL_LIMIT, OTHER, LabelLimiter, normalize_model_name
-from ..model import STATUS_ERROR, SpanKind, SpanRecord
-from . import metric_names as names
+from ...model import STATUS_ERROR, SpanKind, SpanRecord
+from .. import metric_names as names
+from .labels import DEFAULT_LABEL_LIMIT, OTHER, LabelLimiter, normalize_model_name
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .exporter import PrometheusExporter
+
 
 # OpenTelemetry GenAI semantic conventions, ExplicitBucketBoundaries.
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -75,7 +56,11 @@ _EXEMPLAR_MAX_VALUE = 120  # prometheus-client caps an exemplar's label names + 
 
 def multiprocess_mode() -> bool:
     """True when prometheus-client writes values to ``$PROMETHEUS_MULTIPROC_DIR`` files."""
-    return _prom_values.ValueClass is not _prom_values.MutexValue
+    value_class = getattr(_prom_values, "ValueClass", None)
+    mutex_value = getattr(_prom_values, "MutexValue", None)
+    if value_class is None or mutex_value is None:  # not public API: fall back on the documented switch
+        return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    return value_class is not mutex_value
 
 
 def _exemplar(trace_id: object) -> dict[str, str] | None:
@@ -369,91 +354,6 @@ def metrics_for(
         return metrics
 
 
-class PrometheusExporter:
-    """A ``SpanExporter`` that turns finished spans into Prometheus metrics.
-
-    >>> from prometheus_client import CollectorRegistry
-    >>> exporter = PrometheusExporter(CollectorRegistry(), label_limit={"*": 100, "model": 50})
-
-    ``LLMObs(prometheus_registry=...)`` creates one per instance; use it directly with
-    ``LLMObs(exporters=[...], prometheus_registry=None)`` for full control. ``diagnostics``
-    (an LLMObs's counters of drops and internal errors) is exported as
-    ``llmobs_spans_dropped_total`` and ``llmobs_handler_errors_total``; ``service`` and
-    ``environment`` are the labels of its ``llmobs_info`` series.
-    """
-
-    def __init__(
-        self,
-        registry: CollectorRegistry | None = None,
-        *,
-        label_limit: int | Mapping[str, int] = DEFAULT_LABEL_LIMIT,
-        model_normalizer: Callable[[str], str] | None = normalize_model_name,
-        diagnostics: Diagnostics | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-    ) -> None:
-        self.metrics = metrics_for(registry, label_limit=label_limit, model_normalizer=model_normalizer)
-        self.registry = self.metrics.registry
-        self.metrics.announce(service, environment)
-        self._diag = diagnostics
-        self._synced: dict[str, dict[str, int]] = {"spans_dropped": {}, "handler_errors": {}}
-        self._sync_lock = threading.Lock()
-        if diagnostics is not None:
-            self.metrics._attach(self)
-
-    # -- SpanExporter ----------------------------------------------------------------------------
-
-    def export(self, spans: Sequence[SpanRecord]) -> None:
-        self.metrics.record_batch(spans, self._span_error)
-        if multiprocess_mode():  # scrapes read the files, not this registry: sync here instead
-            self.sync_diagnostics()
-
-    def shutdown(self) -> None:
-        self.sync_diagnostics()
-        self.metrics._detach(self)
-
-    def _span_error(self, exc: Exception) -> None:
-        if self._diag is None:
-            raise exc
-        self._diag.handler_error("prometheus_span", exc)
-
-    # -- scores, judge, feedback -----------------------------------------------------------------
-
-    def observe_score(
-        self, metric: str, value: float, prompt_version: str | None = None, *, trace_id: object = None
-    ) -> None:
-        """A quality score (``faithfulness`` 1-5, ``hallucination`` 0/1 with 1 = hallucinated, …)."""
-        self.metrics.observe_score(metric, value, prompt_version, trace_id=trace_id)
-
-    def count_judge_evaluation(self, status: str = "ok") -> None:
-        """One LLM-as-judge evaluation: ``ok``, ``error``, ``skipped``, …"""
-        self.metrics.count_judge_evaluation(status)
-
-    def count_feedback(self, rating: str) -> None:
-        """One piece of user feedback: ``positive``, ``negative``, ``neutral``, …"""
-        self.metrics.count_feedback(rating)
-
-    # -- diagnostics -----------------------------------------------------------------------------
-
-    def sync_diagnostics(self) -> None:
-        """Add what the Diagnostics counted since the last sync to the Prometheus counters."""
-        if self._diag is None:
-            return
-        snapshot = self._diag.snapshot()
-        metrics = self.metrics
-        with self._sync_lock:
-            for family, counter in (
-                ("spans_dropped", metrics.spans_dropped),
-                ("handler_errors", metrics.handler_errors),
-            ):
-                synced = self._synced[family]
-                for reason, count in snapshot[family].items():
-                    delta = count - synced.get(reason, 0)
-                    if delta > 0:
-                        counter.labels(metrics.labels("reason", reason)).inc(delta)
-                        synced[reason] = count
-
-
 _LLM_SERIES_CACHE_MAX = 4096
 _TOKEN_USAGE = {"input": "input_usage", "output": "output_usage"}
 
@@ -543,15 +443,15 @@ def _observe_many(child: Any, values: list[tuple[float, object]]) -> None:
     """``child.observe(v, exemplar)`` for every value, with one update per bucket.
 
     Uses the histogram child's value cells (``_upper_bounds``, ``_buckets``, ``_sum``, stable
-    since prometheus-client 0.4); falls back to ``observe`` if they are not there.
+    since prometheus-client 0.4; not public API): falls back to ``observe`` unless they are there
+    in the shape used here (``_value_cells``).
     """
-    bounds = getattr(child, "_upper_bounds", None)
-    buckets = getattr(child, "_buckets", None)
-    total_cell = getattr(child, "_sum", None)
-    if bounds is None or buckets is None or total_cell is None or len(bounds) != len(buckets):
+    cells = _value_cells(child)
+    if cells is None:
         for value, exemplar in values:
             child.observe(value, _exemplar(exemplar))
         return
+    bounds, buckets, total_cell = cells
     counts = [0] * len(bounds)
     exemplars: dict[int, tuple[object, float]] = {}
     total = 0.0
@@ -573,67 +473,28 @@ def _observe_many(child: Any, values: list[tuple[float, object]]) -> None:
         buckets[i].set_exemplar(Exemplar(_exemplar(exemplar), value, now))
 
 
+def _value_cells(child: Any) -> tuple[Sequence[float], Sequence[Any], Any] | None:
+    """The histogram child's (bounds, per-bucket value cells, sum cell) when prometheus-client
+    keeps them as ``observe`` updates them — one non-cumulative cell per bound, the last bound
+    +Inf, cells with ``inc`` and ``set_exemplar`` — else None (a release that changed them)."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total_cell = getattr(child, "_sum", None)
+    try:
+        if not bounds or bounds[-1] != math.inf or len(bounds) != len(buckets):
+            return None
+        first = buckets[0]
+    except (TypeError, IndexError, KeyError):
+        return None
+    usable = callable(getattr(total_cell, "inc", None)) and callable(getattr(first, "inc", None))
+    if not usable or not callable(getattr(first, "set_exemplar", None)):
+        return None
+    return bounds, buckets, total_cell
+
+
 def _status(span: SpanRecord) -> str:
     return "error" if span.status == STATUS_ERROR else "ok"
 
 
 def _lower(value: str | None) -> str | None:
     return value.lower() if value else value
-
-
-# -- serving ---------------------------------------------------------------------------------------
-
-
-def exposition_registry(registry: CollectorRegistry | None = None) -> CollectorRegistry:
-    """What to serve on ``/metrics``: ``registry``, or in multiprocess mode (when ``registry`` is
-    the global one) a registry aggregating every process's files in ``$PROMETHEUS_MULTIPROC_DIR``."""
-    registry = REGISTRY if registry is None else registry
-    if multiprocess_mode() and registry is REGISTRY:
-        from prometheus_client import multiprocess
-
-        aggregated = CollectorRegistry()
-        multiprocess.MultiProcessCollector(aggregated)
-        return aggregated
-    return registry
-
-
-class MetricsServer:
-    """A ``/metrics`` HTTP endpoint on a daemon thread (prometheus-client's WSGI server).
-
-    It answers in OpenMetrics (with exemplars) when the scraper asks for it, as Prometheus does.
-    """
-
-    def __init__(self, registry: CollectorRegistry | None = None, port: int = 9464, addr: str = "127.0.0.1"):
-        from prometheus_client import start_http_server
-
-        self.registry = exposition_registry(registry)
-        self._server, self._thread = start_http_server(port, addr=addr, registry=self.registry)
-        self.addr = addr
-        self.port: int = self._server.server_port
-        self._closed = False
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.addr}]" if ":" in self.addr else self.addr
-        return f"http://{host}:{self.port}/metrics"
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5.0)
-
-    def __enter__(self) -> MetricsServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def serve_metrics(
-    registry: CollectorRegistry | None = None, port: int = 9464, addr: str = "127.0.0.1"
-) -> MetricsServer:
-    """Serve ``registry`` on ``http://addr:port/metrics`` (port 0: any free port, see ``.port``)."""
-    return MetricsServer(registry, port, addr)
