@@ -312,6 +312,17 @@ class TraceFilter:
     include_internal: bool = False
 
 
+def text_found(trace_id: sa.ColumnElement, text: str) -> sa.ColumnElement:
+    """Some span of the trace has ``text`` (case-insensitive) in its input, output or error."""
+    s = SPANS.alias("found").c
+    matches = sa.or_(
+        s.input.icontains(text, autoescape=True),
+        s.output.icontains(text, autoescape=True),
+        s.error_message.icontains(text, autoescape=True),
+    )
+    return sa.exists().where(s.trace_id == trace_id, matches)
+
+
 def trace_list_query(
     where: TraceFilter = TraceFilter(),
     *,
@@ -341,14 +352,7 @@ def trace_list_query(
     if where.min_latency_ms is not None:
         query = query.where(selected.latency_ms >= where.min_latency_ms)
     if where.search:
-        s = SPANS.alias("found").c
-        text = where.search
-        matches = sa.or_(
-            s.input.icontains(text, autoescape=True),
-            s.output.icontains(text, autoescape=True),
-            s.error_message.icontains(text, autoescape=True),
-        )
-        query = query.where(sa.exists().where(s.trace_id == selected.trace_id, matches))
+        query = query.where(text_found(selected.trace_id, where.search))
     key = {
         "time": selected.start_time,
         "latency": selected.latency_ms,
@@ -554,14 +558,7 @@ def trace_page_query(
     if where.min_latency_ms is not None:
         ids = ids.where(r.latency_ms >= where.min_latency_ms)
     if where.search:
-        s = SPANS.alias("found").c
-        text = where.search
-        matches = sa.or_(
-            s.input.icontains(text, autoescape=True),
-            s.output.icontains(text, autoescape=True),
-            s.error_message.icontains(text, autoescape=True),
-        )
-        ids = ids.where(sa.exists().where(s.trace_id == r.trace_id, matches))
+        ids = ids.where(text_found(r.trace_id, where.search))
 
     def order(c: Any) -> list[sa.ColumnElement]:
         if sort == "time":
