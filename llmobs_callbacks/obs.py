@@ -9,13 +9,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from .core.context import declared as declare_context
 from .diagnostics import Diagnostics
 from .enrich import SpanPreparer
 from .pricing import ModelPriceOverride, Pricer
@@ -50,25 +50,9 @@ if TYPE_CHECKING:
     from .integrations.llama_index_legacy import LlamaIndexCallbackHandler
     from .judge import Judge
 
-# Context declared with ``LLMObs.context(...)``: (metadata, tags), read by the LlamaIndex
-# adapters for every span started inside the block (asyncio tasks inherit it).
-_DECLARED_CONTEXT: ContextVar[tuple[dict[str, Any], list[str]] | None] = ContextVar(
-    "llmobs_declared_context", default=None
-)
-
 
 def _utc(epoch_ns: int) -> datetime:
     return datetime.fromtimestamp(epoch_ns / 1e9, tz=timezone.utc)
-
-
-def current_context() -> tuple[dict[str, Any], list[str]] | None:
-    """The context declared by the innermost ``LLMObs.context`` block, or None."""
-    return _DECLARED_CONTEXT.get()
-
-
-def restore_context(metadata: dict[str, Any], tags: list[str]) -> None:
-    """Re-declare a captured context in the current one (a workflow's step task)."""
-    _DECLARED_CONTEXT.set((metadata, tags))
 
 
 def _langchain_module() -> Any:
@@ -441,17 +425,8 @@ class LLMObs:
             if v is not None
         }
         declared.update(metadata)
-        outer = _DECLARED_CONTEXT.get()
-        if outer is not None:
-            declared = {**outer[0], **declared}
-            all_tags = [*outer[1], *(str(t) for t in tags or ())]
-        else:
-            all_tags = [str(t) for t in tags or ()]
-        token = _DECLARED_CONTEXT.set((declared, all_tags))
-        try:
+        with declare_context(declared, tags or ()):
             yield
-        finally:
-            _DECLARED_CONTEXT.reset(token)
 
     # -- quality ----------------------------------------------------------------------------
 

@@ -29,13 +29,9 @@ REASON_LINES = 3
 # rewrites: (importer, imported). The checks drop these edges; part B empties both sets.
 # Module-level imports: none today (obs.py imports the adapters inside functions).
 CYCLE_EDGES_ALLOWED_UNTIL_PART_B: set[tuple[str, str]] = set()
-# Counting imports inside functions too: obs.py imports the LlamaIndex adapter lazily and the
-# adapter reads the declared context (``current_context``, ``restore_context``) from obs.py at
-# module level. Part B moves that context variable out of obs.py (core/context.py).
-LAZY_CYCLE_EDGES_ALLOWED_UNTIL_PART_B: set[tuple[str, str]] = {
-    ("llmobs_callbacks.integrations.llama_index.handlers", "llmobs_callbacks.obs"),
-    ("llmobs_callbacks.integrations.llama_index.payloads", "llmobs_callbacks.obs"),
-}
+# Counting imports inside functions too: none today (the declared context the LlamaIndex adapter
+# reads lives in core/context.py, not in obs.py).
+LAZY_CYCLE_EDGES_ALLOWED_UNTIL_PART_B: set[tuple[str, str]] = set()
 
 # Modules over 600 lines that part A must not touch (part B rewrites them); part B empties this.
 SIZE_ALLOWED_UNTIL_PART_B = {

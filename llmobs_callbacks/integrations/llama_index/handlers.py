@@ -8,8 +8,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
 
+from ...core.context import current_context, restore_context
 from ...diagnostics import Diagnostics
-from ...obs import current_context, restore_context
 from ...recorder import Recorder
 from .tracer import LlamaIndexTracer
 

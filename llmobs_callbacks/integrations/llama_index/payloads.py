@@ -11,9 +11,9 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.schema import BaseNode, NodeWithScore, QueryBundle
 
+from ...core.context import current_context
 from ...diagnostics import Diagnostics
 from ...model import RetrievedDocument
-from ...obs import current_context
 from ...prepare.prompts import derived_version
 from ...prepare.usage import from_provider_usage
 
